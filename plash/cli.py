@@ -1,0 +1,244 @@
+"""The click command line: parse, call one function of plash.actions, print results.
+
+stdout carries only results (ids, paths, values); everything else goes to stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from plash import __version__, actions
+from plash.errors import PlashError, UsageError
+
+IMAGE_CMD = {"ignore_unknown_options": True, "allow_interspersed_args": False}
+
+
+class PlashGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.commands)  # keep the order of definition
+
+
+@click.group(cls=PlashGroup, context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
+@click.version_option(__version__, "--version", message="%(version)s")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """plash builds and runs layered root file systems, unprivileged and without a daemon.
+
+    A container is an ordinary process on another distribution's root file
+    system; it shares your home, /tmp, network and kernel.
+    """
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+def out(value: object) -> None:
+    sys.stdout.write(f"{value}\n")
+    sys.stdout.flush()
+
+
+@cli.command("help")
+@click.argument("command", required=False)
+@click.pass_context
+def help_cmd(ctx: click.Context, command: str | None) -> None:
+    """List the commands, or explain one: plash help CMD."""
+    group = ctx.parent.command if ctx.parent else cli
+    if command is None:
+        click.echo(group.get_help(ctx.parent))  # type: ignore[arg-type]
+        return
+    cmd = cli.get_command(ctx, command)
+    if cmd is None:
+        raise PlashError(f"no such command: {command}", hint="plash help lists them")
+    sub = click.Context(cmd, info_name=command, parent=ctx.parent)
+    click.echo(cmd.get_help(sub))
+
+
+@cli.command("version")
+def version() -> None:
+    """Print plash's version."""
+    out(__version__)
+
+
+@cli.command("run", context_settings=IMAGE_CMD)
+@click.argument("image")
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
+def run(image: str, cmd: tuple[str, ...]) -> None:
+    """Run CMD in IMAGE (default: its login shell).
+
+    The container shares /home, /root, /tmp, /dev, /proc, /sys and the
+    network with the host; changes to its root file system are discarded.
+    NAME=value words before CMD set variables. The exit status is CMD's own.
+    """
+    from plash.launch import run as launch_run
+
+    launch_run.main([image, *cmd])
+
+
+@cli.command("create", context_settings=IMAGE_CMD)
+@click.argument("image")
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
+def create(image: str, cmd: tuple[str, ...]) -> None:
+    """Run CMD (or a shell script read from stdin) in IMAGE and save its changes as a new image; print its id."""
+    out(actions.create(image, list(cmd)))
+
+
+@cli.command("import-tar")
+@click.argument("file", default="-")
+def import_tar(file: str) -> None:
+    """Import a root file system tarball (gz, xz, zstd, bz2 or plain; FILE or - for stdin); print the new id."""
+    out(actions.import_tar(file))
+
+
+@cli.command("export-tar", context_settings=IMAGE_CMD)
+@click.argument("image")
+@click.argument("file", default="-")
+def export_tar(image: str, file: str) -> None:
+    """Write IMAGE's merged file system as a tarball to FILE (default: stdout)."""
+    actions.export_tar(image, file)
+
+
+@cli.command("copy", context_settings=IMAGE_CMD)
+@click.argument("image")
+@click.argument("dir")
+def copy(image: str, dir: str) -> None:
+    """Copy IMAGE's merged file system to a new directory DIR."""
+    actions.copy(image, dir)
+
+
+@cli.command("mount", context_settings=IMAGE_CMD)
+@click.argument("image")
+@click.argument("dir")
+@click.argument("changesdir", required=False)
+def mount(image: str, dir: str, changesdir: str | None) -> None:
+    """Mount IMAGE at DIR, read-only unless CHANGESDIR is given.
+
+    Changes then go to CHANGESDIR/upper (CHANGESDIR/work is overlayfs's work
+    dir). Meant for use inside `plash sudo`, whose mount namespace it uses.
+    """
+    actions.mount(image, dir, changesdir)
+
+
+@cli.command("with-mount", context_settings=IMAGE_CMD)
+@click.argument("image")
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
+def with_mount(image: str, cmd: tuple[str, ...]) -> None:
+    """Run a host CMD (default: $SHELL) with its cwd at IMAGE mounted read-only (no chroot)."""
+    actions.with_mount(image, list(cmd))
+
+
+@cli.command("nodepath", context_settings=IMAGE_CMD)
+@click.argument("image")
+def nodepath(image: str) -> None:
+    """Print IMAGE's directory in the store (its layer is the root/ inside)."""
+    s = actions.store()
+    out(s.image_dir(actions.image_arg(s, image)))
+
+
+@cli.command("parent", context_settings=IMAGE_CMD)
+@click.argument("image")
+def parent(image: str) -> None:
+    """Print the id of IMAGE's parent (0 for a base image)."""
+    s = actions.store()
+    out(s.parent(actions.image_arg(s, image)))
+
+
+@cli.command("map", context_settings=IMAGE_CMD)
+@click.argument("key")
+@click.argument("image", required=False)
+def map_cmd(key: str, image: str | None) -> None:
+    """Print the image KEY points to; with IMAGE, point KEY at it; with '' delete KEY."""
+    s = actions.store()
+    if image is None:
+        found = s.map_get(key)
+        if found is None:
+            raise PlashError(f"no map: {key}")
+        out(found)
+    elif image == "":
+        if not s.map_del(key):
+            raise PlashError(f"no map: {key}")
+    else:
+        s.map_set(key, actions.image_arg(s, image))
+
+
+@cli.command("rm", context_settings=IMAGE_CMD)
+@click.argument("image")
+def rm(image: str) -> None:
+    """Delete IMAGE and every image built on it."""
+    gone = actions.remove(image)
+    click.echo(f"removed {len(gone)} image(s): {' '.join(map(str, gone))}", err=True)
+
+
+@cli.command("clean")
+def clean() -> None:
+    """Remove dangling index and map entries, orphaned layers and temp dirs whose owner is gone."""
+    removed = actions.clean()
+    for r in removed:
+        click.echo(f"removed {r}", err=True)
+
+
+@cli.command("shrink")
+def shrink() -> None:
+    """Delete about half of the images, oldest first, with their descendants."""
+    gone = actions.shrink()
+    click.echo(f"removed {len(gone)} image(s)", err=True)
+
+
+@cli.command("purge")
+@click.option("--yes", is_flag=True, help="do not ask")
+def purge(yes: bool) -> None:
+    """Delete all build data (the whole store); asks first unless --yes."""
+    from plash.config import data_dir
+
+    if not yes:
+        if not sys.stdin.isatty():
+            raise PlashError("refusing to purge without confirmation", hint="plash purge --yes")
+        click.echo(f"Delete everything in {data_dir()}? [y/N] ", err=True, nl=False)
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            raise PlashError("purge cancelled")
+    actions.purge()
+
+
+@cli.command("sudo", context_settings=IMAGE_CMD)
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
+def sudo(cmd: tuple[str, ...]) -> None:
+    """Run CMD (default: $SHELL) in plash's user and mount namespace as "root"."""
+    actions.sudo(list(cmd))
+
+
+@cli.command("data", context_settings=IMAGE_CMD)
+@click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
+def data(cmd: tuple[str, ...]) -> None:
+    """Print the store's path, or run CMD inside it (in plash's namespace)."""
+    s = actions.store()
+    if not cmd:
+        out(s.path)
+        return
+    actions.sudo(list(cmd), cwd=s.path)
+
+
+def _usage(ctx: click.Context | None) -> str:
+    if ctx is None:
+        return "plash COMMAND [ARGS]..."
+    pieces = [p for p in ctx.command.collect_usage_pieces(ctx) if p != "[OPTIONS]"]
+    if any(p.opts for p in ctx.command.params if isinstance(p, click.Option) and p.name != "help"):
+        pieces.insert(0, "[OPTIONS]")
+    return " ".join([ctx.command_path, *pieces])
+
+
+def main(args: list[str]) -> None:
+    try:
+        cli.main(args, prog_name="plash", standalone_mode=False)
+    except click.exceptions.NoArgsIsHelpError as e:  # type: ignore[attr-defined]
+        raise UsageError("missing arguments", _usage(e.ctx)) from None
+    except click.UsageError as e:
+        raise UsageError(e.format_message().rstrip("."), _usage(e.ctx)) from None
+    except click.exceptions.Abort:
+        raise PlashError("aborted") from None
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except OSError as e:
+        if e.errno and e.filename:
+            raise PlashError(f"{e.strerror}: {e.filename}") from None
+        raise

@@ -1,0 +1,1 @@
+"""The trio build engine: plans a build as a DAG of layer jobs and runs it."""

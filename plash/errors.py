@@ -1,0 +1,77 @@
+"""The error tree of plash; imports nothing of plash.
+
+    PlashError              message + optional hint, exit status 1
+    ├── UsageError          bad command-line form ("usage: plash ..." first)
+    ├── NoImage             an image argument that names no image
+    ├── StoreError          the store is missing, corrupt or unwritable
+    ├── LaunchError         the kernel refused a namespace, mount or exec
+    ├── UnpackError         a tarball is unreadable or unsafe
+    └── ExitStatus          not an error message: exit with this status
+                            (the message was already shown by a child)
+"""
+
+from __future__ import annotations
+
+
+class PlashError(Exception):
+    """An error shown to the user as one line: `plash error: <message>`."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def lines(self) -> list[str]:
+        out = [f"plash error: {self.message}"]
+        if self.hint:
+            out.append(f"hint: {self.hint}")
+        return out
+
+
+class UsageError(PlashError):
+    """A command used with the wrong arguments."""
+
+    def __init__(self, message: str, usage: str) -> None:
+        super().__init__(message)
+        self.usage = usage
+
+    def lines(self) -> list[str]:
+        return [f"usage: {self.usage}", f"plash error: {self.message}"]
+
+
+class NoImage(PlashError):
+    """An image id that does not exist or is not a valid id."""
+
+
+class StoreError(PlashError):
+    """The store cannot be read or changed as needed."""
+
+
+class LaunchError(PlashError):
+    """Setting up namespaces, mounts or the container process failed."""
+
+
+class UnpackError(PlashError):
+    """A tarball could not be unpacked safely."""
+
+
+class ExitStatus(PlashError):
+    """Leave with a given status; whatever had to be said was said already."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"exit status {code}")
+        self.exit_code = code
+
+    def lines(self) -> list[str]:
+        return []
+
+
+def report(err: PlashError) -> None:
+    """Write an error's lines to stderr (used where rich is not loaded)."""
+    import sys
+
+    for line in err.lines():
+        sys.stderr.write(line + "\n")
+    sys.stderr.flush()

@@ -1,0 +1,1 @@
+"""The macro language: words -> tokens -> macro calls -> build script."""

@@ -1,0 +1,1 @@
+"""The synchronous launcher: namespaces, mounts, exec. Never imports trio, rich, httpx or click."""

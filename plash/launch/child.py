@@ -1,0 +1,67 @@
+"""Do work inside plash's namespaces in a forked child (the caller stays outside)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+from plash.errors import PlashError, report
+
+
+def in_namespace(work: Callable[[], None], mount_ns: bool = False) -> int:
+    """Fork; the child enters the namespaces and calls work(); return its exit status.
+
+    The caller must be single-threaded (no trio running). Errors in the child
+    are reported there, as one line, and give exit status 1.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            from plash.launch import userns
+
+            userns.enter(mount_ns=mount_ns)
+            work()
+        except PlashError as e:
+            report(e)
+            code = e.exit_code
+        except KeyboardInterrupt:
+            code = 130
+        except BaseException as e:  # the child must never return into the caller's code
+            if os.environ.get("PLASH_DEBUG"):
+                import traceback
+
+                traceback.print_exc()
+            sys.stderr.write(f"plash error: {e}\n")
+            code = 1
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+        except KeyboardInterrupt:
+            continue  # the child got the same SIGINT; wait for it to finish
+    return os.waitstatus_to_exitcode(status)
+
+
+def rmtree_anywhere(path: str) -> None:
+    """Delete a tree that may hold files owned by subordinate ids."""
+    from plash.store.layout import rmtree
+
+    try:
+        rmtree(path)
+        return
+    except OSError:
+        if os.getuid() == 0:
+            raise
+    code = in_namespace(lambda: rmtree(path))
+    if code != 0:
+        raise PlashError(f"cannot delete {path}")

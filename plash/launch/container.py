@@ -1,0 +1,294 @@
+"""Start a container: a plan of mount operations, then apply it and exec.
+
+`plan()` is pure: it turns a ContainerSpec into an ordered list of MountOp.
+`apply()` executes the list inside fresh namespaces, and `exec_command()`
+replaces this process with the container's command, so no Python parent is
+left waiting: stdin, signals and the exit status are the command's own.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import sys
+from dataclasses import dataclass, field
+
+from plash import config
+from plash.errors import LaunchError
+from plash.launch import syscalls, userns
+
+OVERLAY_HINT = (
+    "the kernel refused the overlay mount; plash needs Linux >= 5.11 with overlayfs "
+    "(inside a container, the store must not itself be on overlayfs: set PLASH_DATA to another file system)"
+)
+
+
+@dataclass(frozen=True)
+class MountOp:
+    """One step of setting up a container's root; `why` says what it is for."""
+
+    kind: str  # "tmpfs", "mkdirs", "overlay", "bind"
+    target: str  # absolute host path, or path inside the root for "bind"
+    source: str = ""
+    options: str = ""
+    readonly: bool = False
+    why: str = ""
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to start a container process."""
+
+    store: str
+    layers: tuple[int, ...]  # image chain, topmost first, ids only
+    layer_dirs: tuple[str, ...]  # their dirs relative to store/index
+    argv: tuple[str, ...]
+    cwd: str = "/"
+    env: tuple[tuple[str, str], ...] = ()
+    binds: tuple[tuple[str, str], ...] = ()  # (host source, path inside)
+    staging: str | None = None  # keep changes in staging/img/root (create, build)
+    readonly: bool = False
+    chroot: bool = True
+    residue_file: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def root_dir(spec: ContainerSpec) -> str:
+    if spec.staging:
+        return os.path.join(spec.staging, "mnt")
+    return os.path.join(spec.store, "mnt", "root")
+
+
+def overlay_options(spec: ContainerSpec) -> str:
+    """Overlay options with paths relative to store/index (mount(2) resolves them from cwd).
+
+    Relative paths keep the option string short (a 200-layer image fits the
+    one-page limit) and immune to ':' or ',' in $PLASH_DATA.
+    """
+    lowers = [f"{d}/root" for d in spec.layer_dirs] + ["0/root"]
+    opts = ["lowerdir=" + ":".join(lowers)]
+    if not spec.readonly:
+        if spec.staging:
+            rel = os.path.relpath(spec.staging, os.path.join(spec.store, "index"))
+            opts += [f"upperdir={rel}/img/root", f"workdir={rel}/work"]
+        else:
+            opts += ["upperdir=../mnt/upper", "workdir=../mnt/work"]
+    # userxattr: overlay metadata lives in user.overlay.* for root and non-root alike,
+    # so layers mean the same whoever made them.
+    opts.append("userxattr")
+    return ",".join(opts)
+
+
+def plan(spec: ContainerSpec) -> list[MountOp]:
+    """The ordered mount operations for a container (no I/O)."""
+    ops: list[MountOp] = []
+    mnt = os.path.join(spec.store, "mnt")
+    root = root_dir(spec)
+    if not spec.staging:
+        ops.append(MountOp("tmpfs", mnt, why="throw-away upper dir, freed with the namespace"))
+        ops.append(MountOp("mkdirs", mnt, options="upper work root"))
+    ops.append(
+        MountOp(
+            "overlay",
+            root,
+            options=overlay_options(spec),
+            readonly=spec.readonly,
+            why="the image's layers (lower) plus a writable upper dir",
+        )
+    )
+    for src, dst in spec.binds:
+        ops.append(MountOp("bind", dst, source=src, why="host path shared with the container"))
+    return ops
+
+
+def resolve_in_root(root: str, path: str, create: str | None, created: list[str]) -> str:
+    """A host path for `path` inside `root`, following symlinks as if chrooted.
+
+    Missing components are created (directories, and a file or directory for
+    the last one as `create` says) and listed in `created`.
+    """
+    parts = [p for p in path.split("/") if p]
+    cur = ""  # path inside root, resolved so far
+    hops = 0
+    while parts:
+        name = parts.pop(0)
+        if name == ".":
+            continue
+        if name == "..":
+            cur = os.path.dirname(cur) if cur else ""
+            continue
+        nxt = f"{cur}/{name}"
+        host = root + nxt
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            if create is None:
+                raise
+            if parts or create == "dir":
+                os.mkdir(host, 0o755)
+            else:
+                os.close(os.open(host, os.O_CREAT | os.O_WRONLY, 0o644))
+            created.append(nxt)
+            cur = nxt
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > 40:
+                raise LaunchError(f"too many symlinks resolving {path} in the image")
+            target = os.readlink(host)
+            parts = [p for p in target.split("/") if p] + parts
+            if target.startswith("/"):
+                cur = ""
+            continue
+        cur = nxt
+    return root + cur
+
+
+def apply(spec: ContainerSpec, ops: list[MountOp]) -> list[str]:
+    """Carry out the mount plan; return paths created as mount points (for cleanup)."""
+    created: list[str] = []
+    root = root_dir(spec)
+    for op in ops:
+        if op.kind == "tmpfs":
+            # A tmpfs private to this namespace: nothing is left on disk after the run.
+            syscalls.mount("tmpfs", op.target, "tmpfs", syscalls.MS_NOSUID, "mode=0755")
+        elif op.kind == "mkdirs":
+            for d in op.options.split():
+                os.mkdir(os.path.join(op.target, d), 0o755)
+        elif op.kind == "overlay":
+            # Relative lower/upper paths are resolved from store/index by mount(2).
+            os.chdir(os.path.join(spec.store, "index"))
+            flags = syscalls.MS_RDONLY if op.readonly else 0
+            try:
+                syscalls.mount("overlay", op.target, "overlay", flags, op.options)
+            except OSError as e:
+                raise LaunchError(f"cannot mount the image: {e.strerror}", hint=OVERLAY_HINT) from e
+        elif op.kind == "bind":
+            if not os.path.lexists(op.source):
+                continue  # a path missing on the host is skipped
+            kind = "dir" if os.path.isdir(op.source) else "file"
+            try:
+                target = resolve_in_root(root, op.target, None if op.readonly else kind, created)
+            except FileNotFoundError:
+                continue
+            except OSError as e:
+                if spec.readonly:
+                    continue
+                raise LaunchError(f"cannot create mount point {op.target}: {e.strerror}") from e
+            try:
+                syscalls.mount(op.source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
+            except OSError as e:
+                raise LaunchError(f"cannot bind {op.source} to {op.target}: {e.strerror}") from e
+    return created
+
+
+def container_env(
+    names: list[str],
+    prefixes: list[str],
+    image_env: list[str],
+    host: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The container's environment: image defaults plus the allowed host names."""
+    host = dict(os.environ) if host is None else host
+    env = {"PATH": config.DEFAULT_PATH}
+    for item in image_env:  # KEY=VALUE defaults of the image (OCI config Env)
+        k, sep, v = item.partition("=")
+        if sep:
+            env[k] = v
+    allowed = list(config.PASSED_ENV) + config.exported_names() + names
+    for k in allowed:
+        if k in host:
+            env[k] = host[k]
+    for p in prefixes:
+        for k, v in host.items():
+            if k.startswith(p):
+                env[k] = v
+    return env
+
+
+_ASSIGN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+
+
+def split_assignments(argv: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Leading NAME=value words of a command, and the rest."""
+    env: dict[str, str] = {}
+    i = 0
+    while i < len(argv) and _ASSIGN.match(argv[i]):
+        k, _, v = argv[i].partition("=")
+        env[k] = v
+        i += 1
+    return env, argv[i:]
+
+
+def login_shell(root: str) -> list[str]:
+    """The image's login shell for root, as argv."""
+    shell = "/bin/sh"
+    try:
+        with open(os.path.join(root, "etc/passwd")) as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) >= 7 and parts[2] == "0" and parts[6]:
+                    shell = parts[6]
+                    break
+    except OSError:
+        pass
+    if not os.path.exists(root + shell):
+        shell = "/bin/sh"
+    return [shell, "-l"]
+
+
+def exec_command(argv: list[str], env: dict[str, str]) -> None:
+    """Replace this process with argv; 127 with `<cmd>: command not found` if absent."""
+    sys.stdout.flush()
+    try:
+        os.execvpe(argv[0], argv, env)
+    except FileNotFoundError:
+        sys.stderr.write(f"{argv[0]}: command not found\n")
+        os._exit(127)
+    except PermissionError:
+        sys.stderr.write(f"{argv[0]}: permission denied\n")
+        os._exit(126)
+    except OSError as e:
+        sys.stderr.write(f"{argv[0]}: {e.strerror}\n")
+        os._exit(126)
+
+
+def start(spec: ContainerSpec) -> None:
+    """Enter namespaces, mount, chroot and exec the command. Does not return."""
+    try:
+        userns.enter()
+        ops = plan(spec)
+        created = apply(spec, ops)
+    except OSError as e:
+        raise LaunchError(f"cannot set up the container: {e.strerror or e}") from e
+    if spec.residue_file:
+        with open(spec.residue_file, "w") as f:
+            f.write("\n".join(created))
+    root = root_dir(spec)
+    argv = list(spec.argv) or login_shell(root)
+    env = dict(spec.env)
+    if spec.chroot:
+        os.chroot(root)
+        cwd = spec.cwd if os.path.isdir(spec.cwd) else "/"
+    else:
+        cwd = root
+    os.chdir(cwd)
+    if spec.chroot and "PWD" in env:
+        env["PWD"] = cwd
+    exec_command(argv, env)
+
+
+def mount_readonly(store: str, layer_dirs: tuple[str, ...]) -> str:
+    """In the current (private) mount namespace, mount an image read-only; return its root."""
+    spec = ContainerSpec(store=store, layers=(), layer_dirs=layer_dirs, argv=(), readonly=True)
+    apply(spec, plan(spec))
+    return root_dir(spec)
+
+
+def exec_host(argv: list[str], cwd: str) -> None:
+    """chdir and exec a host command with the caller's environment."""
+    os.chdir(cwd)
+    env = dict(os.environ)
+    env["PWD"] = cwd
+    exec_command(argv, env)

@@ -1,0 +1,59 @@
+"""`plash run IMAGE [CMD...]`: straight from argv to exec, without click or trio."""
+
+from __future__ import annotations
+
+import os
+
+from plash import config
+from plash.launch.container import ContainerSpec, container_env, split_assignments, start
+from plash.store.layout import Store, parse_image_id
+
+
+def image_spec(
+    store: Store,
+    image: int,
+    argv: list[str],
+    binds: tuple[str, ...] = config.RUN_BINDS,
+    staging: str | None = None,
+    residue_file: str | None = None,
+) -> ContainerSpec:
+    """The ContainerSpec for running argv in an image of the store."""
+    chain = store.chain(image)
+    meta = store.chain_meta(image)
+    assigned, argv = split_assignments(argv)
+    env = container_env(
+        list(meta.get("env", [])), list(meta.get("env_prefix", [])), list(meta.get("oci_env", []))
+    )
+    env.update(assigned)
+    all_binds = [(b, b) for b in binds]
+    for m in meta.get("mounts", []):
+        src, _, dst = m.partition(":")
+        all_binds.append((src, dst or src))
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        cwd = "/"
+    return ContainerSpec(
+        store=store.path,
+        layers=tuple(reversed(chain[1:])),
+        layer_dirs=tuple(str(i) for i in reversed(chain[1:])),
+        argv=tuple(argv),
+        cwd=cwd,
+        env=tuple(env.items()),
+        binds=tuple(all_binds),
+        staging=staging,
+        residue_file=residue_file,
+    )
+
+
+def main(args: list[str]) -> None:
+    """Run a command in an image; replaces this process (or raises PlashError)."""
+    from plash.store.layout import open_store
+
+    if not args:
+        from plash.errors import UsageError
+
+        raise UsageError("missing argument IMAGE", "plash run IMAGE [CMD...]")
+    image = parse_image_id(args[0])
+    store = open_store()
+    start(image_spec(store, image, args[1:]))

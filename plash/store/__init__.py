@@ -1,0 +1,1 @@
+"""The store: every path plash keeps, ids, maps, temp dirs and locks."""

@@ -1,0 +1,376 @@
+"""All paths of the store, and the atomic operations that change it.
+
+    $PLASH_DATA/
+      layer/0/                 image 0 (the empty root); children nest inside
+      layer/0/1/               image 1: root/ (its layer), meta.json, children
+      layer/0/1/5/             image 5, child of 1
+      index/<id> -> ../layer/0/1/5      relative symlinks (the store can move)
+      map/<name> -> ../index/<id>
+      tmp/<pid>.<start>.<rand>/ staging dirs; the name records the owner
+      mnt/                     fixed mount point, used only in private mount ns
+      next_id                  the next id to hand out
+      lock                     flock: held briefly to publish or delete
+
+Publishing is: stage in tmp/, then under the lock allocate an id, rename the
+staged dir into place and add the index symlink. A crash between the two
+leaves an unindexed dir, which `clean` removes (under the same lock), so a
+half-made image is never visible.
+
+Only the standard library is imported: this runs on `plash run`'s path.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from plash.errors import NoImage, PlashError, StoreError
+
+_ID_RE = re.compile(r"[0-9]+")
+_MAP_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]*")
+
+
+def parse_image_id(text: str) -> int:
+    """An image argument as a positive id, or NoImage saying what is wrong."""
+    if not text.isascii() or not _ID_RE.fullmatch(text) or int(text) == 0:
+        raise NoImage(f"image must be a positive number, got: {text!r}")
+    return int(text)
+
+
+def _proc_start_time(pid: int) -> str | None:
+    """The start time of a process (field 22 of /proc/PID/stat), None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2 :].split()
+    return fields[19].decode()
+
+
+def owner_alive(tmp_name: str) -> bool:
+    """Whether the process recorded in a temp dir's name still runs."""
+    parts = tmp_name.split(".")
+    if len(parts) < 3 or not parts[0].isdigit():
+        return False
+    return _proc_start_time(int(parts[0])) == parts[1]
+
+
+def rmtree(path: str) -> None:
+    """Remove a tree, making read-only directories writable on the way."""
+
+    def fix(func, p, exc):  # type: ignore[no-untyped-def]
+        err = exc[1] if isinstance(exc, tuple) else exc
+        if isinstance(err, FileNotFoundError):
+            return
+        if not isinstance(err, PermissionError):
+            raise err
+        parent = os.path.dirname(p)
+        os.chmod(parent, stat.S_IRWXU)
+        try:
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, stat.S_IRWXU)
+                shutil.rmtree(p, onerror=fix)
+            else:
+                os.unlink(p)
+        except FileNotFoundError:
+            pass
+
+    if os.path.lexists(path):
+        shutil.rmtree(path, onerror=fix)
+
+
+class Store:
+    """The store at one path; creates itself on first use."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.layer = os.path.join(path, "layer")
+        self.index = os.path.join(path, "index")
+        self.maps = os.path.join(path, "map")
+        self.tmp = os.path.join(path, "tmp")
+        self.mnt = os.path.join(path, "mnt")
+        self.root0 = os.path.join(self.layer, "0")
+
+    # -- creation -------------------------------------------------------
+
+    def ensure(self) -> "Store":
+        """Create the store's skeleton if it is missing (idempotent, race-free)."""
+        if os.path.isdir(os.path.join(self.root0, "root")) and os.path.lexists(
+            os.path.join(self.index, "0")
+        ):
+            return self
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            for d in (self.index, self.maps, self.tmp, self.mnt):
+                os.makedirs(d, exist_ok=True)
+            os.makedirs(os.path.join(self.root0, "root"), exist_ok=True)
+            self._symlink_atomic("../layer/0", os.path.join(self.index, "0"))
+        except OSError as e:
+            raise StoreError(f"cannot create the store at {self.path}: {e.strerror}") from e
+        return self
+
+    # -- lookups --------------------------------------------------------
+
+    def image_dir(self, image: int) -> str:
+        """The directory of an existing image, or NoImage."""
+        link = os.path.join(self.index, str(image))
+        try:
+            target = os.readlink(link)
+        except OSError:
+            raise NoImage(f"no image: {image}") from None
+        path = os.path.normpath(os.path.join(self.index, target))
+        if not os.path.isdir(path):
+            raise NoImage(f"no image: {image}")
+        return path
+
+    def chain(self, image: int) -> list[int]:
+        """Ids from 0 down to the image, from its place in the tree."""
+        rel = os.path.relpath(self.image_dir(image), self.layer)
+        return [int(p) for p in rel.split(os.sep)]
+
+    def parent(self, image: int) -> int:
+        return self.chain(image)[-2]
+
+    def meta(self, image: int) -> dict:
+        try:
+            with open(os.path.join(self.image_dir(image), "meta.json")) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            return {}
+
+    def chain_meta(self, image: int) -> dict:
+        """The image's meta merged over its ancestors' (later layers win)."""
+        merged: dict = {}
+        for i in self.chain(image)[1:]:
+            for k, v in self.meta(i).items():
+                if isinstance(v, list) and isinstance(merged.get(k), list):
+                    merged[k] = merged[k] + [x for x in v if x not in merged[k]]
+                else:
+                    merged[k] = v
+        return merged
+
+    def ids(self) -> list[int]:
+        """Every image id that is indexed and present, ascending (0 excluded)."""
+        out = []
+        for name in os.listdir(self.index):
+            if name.isdigit() and name != "0":
+                try:
+                    self.image_dir(int(name))
+                except NoImage:
+                    continue
+                out.append(int(name))
+        return sorted(out)
+
+    def children(self, image: int) -> list[int]:
+        d = self.image_dir(image) if image else self.root0
+        return sorted(int(n) for n in os.listdir(d) if n.isdigit())
+
+    def descendants(self, image: int) -> list[int]:
+        """The image and everything below it, parents before children."""
+        out = [image]
+        for c in self.children(image):
+            out.extend(self.descendants(c))
+        return out
+
+    # -- locking and temp dirs -----------------------------------------
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the store's lock (a short, process-wide critical section)."""
+        fd = os.open(os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def mkdtemp(self, kind: str = "tmp") -> str:
+        """A new staging dir in tmp/, named after this process so clean knows its owner."""
+        pid = os.getpid()
+        name = f"{pid}.{_proc_start_time(pid)}.{kind}-{secrets.token_hex(4)}"
+        path = os.path.join(self.tmp, name)
+        try:
+            os.mkdir(path, 0o755)
+        except OSError as e:
+            raise StoreError(f"cannot create a temp dir in {self.tmp}: {e.strerror}") from e
+        return path
+
+    def _symlink_atomic(self, target: str, link: str) -> None:
+        tmp = f"{link}.{os.getpid()}.{secrets.token_hex(4)}.new"
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+
+    # -- publishing ---------------------------------------------------
+
+    def _allocate_id(self) -> int:
+        """The next id (call with the lock held)."""
+        counter = os.path.join(self.path, "next_id")
+        try:
+            with open(counter) as f:
+                n = int(f.read().strip() or "1")
+        except FileNotFoundError:
+            n = 1
+        # Never hand out an id that is still indexed (a counter lost to a crash).
+        while os.path.lexists(os.path.join(self.index, str(n))):
+            n += 1
+        tmp = f"{counter}.{os.getpid()}.new"
+        with open(tmp, "w") as f:
+            f.write(f"{n + 1}\n")
+        os.replace(tmp, counter)
+        return n
+
+    def publish(self, staged: str, parent: int, meta: dict | None = None) -> int:
+        """Turn a staged image dir (with root/) into a new child of parent; return its id.
+
+        The staged dir is renamed, so it must live inside this store.
+        """
+        meta = dict(meta or {})
+        meta.setdefault("created", time.time())
+        with open(os.path.join(staged, "meta.json"), "w") as f:
+            json.dump(meta, f)
+        with self.locked():
+            parent_dir = self.image_dir(parent) if parent else self.root0
+            n = self._allocate_id()
+            dest = os.path.join(parent_dir, str(n))
+            try:
+                os.rename(staged, dest)
+                rel = os.path.relpath(dest, self.index)
+                self._symlink_atomic(rel, os.path.join(self.index, str(n)))
+            except OSError as e:
+                raise StoreError(f"cannot publish image {n}: {e.strerror}") from e
+        return n
+
+    # -- maps -----------------------------------------------------------
+
+    def check_map_name(self, name: str) -> None:
+        if not _MAP_RE.fullmatch(name):
+            raise PlashError(
+                f"invalid map name: {name!r}",
+                hint="use letters, digits and _ . @ + - (not starting with . or -)",
+            )
+
+    def map_get(self, name: str) -> int | None:
+        self.check_map_name(name)
+        try:
+            target = os.readlink(os.path.join(self.maps, name))
+        except OSError:
+            return None
+        image = int(os.path.basename(target))
+        try:
+            self.image_dir(image)
+        except NoImage:
+            return None
+        return image
+
+    def map_set(self, name: str, image: int) -> None:
+        self.check_map_name(name)
+        self.image_dir(image)
+        self._symlink_atomic(f"../index/{image}", os.path.join(self.maps, name))
+
+    def map_del(self, name: str) -> bool:
+        self.check_map_name(name)
+        try:
+            os.unlink(os.path.join(self.maps, name))
+        except FileNotFoundError:
+            return False
+        return True
+
+    # -- removal ----------------------------------------------------------
+
+    def detach(self, image: int) -> tuple[str, list[int]]:
+        """Unlink an image and its descendants from the tree and index.
+
+        Returns the temp path now holding their files (to be deleted by the
+        caller, possibly inside the user namespace) and the removed ids.
+        """
+        with self.locked():
+            src = self.image_dir(image)
+            gone = self.descendants(image)
+            trash = self.mkdtemp("rm")
+            os.rename(src, os.path.join(trash, "tree"))
+            for i in gone:
+                try:
+                    os.unlink(os.path.join(self.index, str(i)))
+                except FileNotFoundError:
+                    pass
+            self._drop_dangling(self.maps)
+        return trash, gone
+
+    def _drop_dangling(self, directory: str) -> list[str]:
+        dropped = []
+        for name in os.listdir(directory):
+            p = os.path.join(directory, name)
+            if os.path.islink(p) and not os.path.exists(p):
+                try:
+                    os.unlink(p)
+                    dropped.append(name)
+                except FileNotFoundError:
+                    pass
+        return dropped
+
+    def clean_plan(self) -> tuple[list[str], list[str]]:
+        """Under the lock: drop dangling links; list reclaimable temp and orphan dirs.
+
+        Returns (removed entry names, directories to delete). Orphans (image
+        dirs without an index entry, left by a crash while publishing) are
+        moved into a fresh temp dir so deleting them later races with nothing.
+        """
+        removed: list[str] = []
+        trash_dirs: list[str] = []
+        with self.locked():
+            for d, label in ((self.index, "index"), (self.maps, "map")):
+                removed += [f"{label}/{n}" for n in self._drop_dangling(d)]
+            indexed = set()
+            for name in os.listdir(self.index):
+                if name.isdigit():
+                    try:
+                        indexed.add(os.path.realpath(self.image_dir(int(name))))
+                    except NoImage:
+                        pass
+            orphans = []
+            for dirpath, dirnames, _ in os.walk(self.root0):
+                keep = []
+                for dn in dirnames:
+                    p = os.path.join(dirpath, dn)
+                    if not dn.isdigit():
+                        continue
+                    if os.path.realpath(p) in indexed:
+                        keep.append(dn)
+                    else:
+                        orphans.append(p)
+                dirnames[:] = keep
+            if orphans:
+                trash = self.mkdtemp("orphans")
+                for i, p in enumerate(orphans):
+                    os.rename(p, os.path.join(trash, str(i)))
+                    removed.append(os.path.relpath(p, self.path))
+                trash_dirs.append(trash)
+            for name in os.listdir(self.tmp):
+                p = os.path.join(self.tmp, name)
+                if p in trash_dirs:
+                    continue
+                if not owner_alive(name):
+                    trash_dirs.append(p)
+                    removed.append(f"tmp/{name}")
+        return removed, trash_dirs
+
+
+def open_store(path: str | None = None) -> Store:
+    from plash.config import data_dir
+
+    return Store(path or data_dir()).ensure()
+
+
+def is_enoent(e: OSError) -> bool:
+    return e.errno == errno.ENOENT

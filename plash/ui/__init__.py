@@ -1,0 +1,1 @@
+"""Everything shown on stderr: progress and error reports (rich lives only here)."""
