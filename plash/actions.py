@@ -175,7 +175,7 @@ def import_tar(path: str) -> int:
     return import_stream(s, stream)
 
 
-def import_stream(s: Store, stream: BinaryIO, meta: dict | None = None) -> int:
+def import_stream(s: Store, stream: BinaryIO, meta: dict[str, list[str]] | None = None) -> int:
     """Unpack a tarball stream (in the user namespace, to keep ownership) as a new image."""
     from plash.store.unpack import unpack
 
@@ -323,14 +323,8 @@ def shrink() -> list[int]:
     ids = s.ids()
     target = (len(ids) + 1) // 2
 
-    def created(i: int) -> float:
-        try:
-            return float(s.meta(i).get("created", 0))
-        except (OSError, ValueError):
-            return 0.0
-
     removed: list[int] = []
-    for i in sorted(ids, key=lambda i: (created(i), i)):
+    for i in sorted(ids, key=lambda i: (s.created(i), i)):
         if len(removed) >= target:
             break
         if i in removed:

@@ -9,10 +9,8 @@ left waiting: stdin, signals and the exit status are the command's own.
 from __future__ import annotations
 
 import os
-import re
 import stat
 import sys
-from dataclasses import dataclass, field
 
 from plash import config
 from plash.errors import LaunchError
@@ -24,34 +22,52 @@ OVERLAY_HINT = (
 )
 
 
-@dataclass(frozen=True)
 class MountOp:
-    """One step of setting up a container's root; `why` says what it is for."""
+    """One step of setting up a container's root; `why` says what it is for.
 
-    kind: str  # "tmpfs", "mkdirs", "overlay", "bind"
-    target: str  # absolute host path, or path inside the root for "bind"
-    source: str = ""
-    options: str = ""
-    readonly: bool = False
-    why: str = ""
+    Plain classes rather than dataclasses: `plash run` must start fast, and
+    importing dataclasses alone costs several milliseconds.
+    """
+
+    __slots__ = ("kind", "target", "source", "options", "readonly", "why")
+
+    def __init__(self, kind: str, target: str, source: str = "", options: str = "",
+                 readonly: bool = False, why: str = "") -> None:
+        self.kind = kind  # "tmpfs", "mkdirs", "overlay" or "bind"
+        self.target = target  # absolute host path, or path inside the root for "bind"
+        self.source = source
+        self.options = options
+        self.readonly = readonly
+        self.why = why
+
+    def __repr__(self) -> str:
+        return f"MountOp({self.kind!r}, {self.target!r}, source={self.source!r}, options={self.options!r})"
 
 
-@dataclass(frozen=True)
 class ContainerSpec:
     """Everything needed to start a container process."""
 
-    store: str
-    layers: tuple[int, ...]  # image chain, topmost first, ids only
-    layer_dirs: tuple[str, ...]  # their dirs relative to store/index
-    argv: tuple[str, ...]
-    cwd: str = "/"
-    env: tuple[tuple[str, str], ...] = ()
-    binds: tuple[tuple[str, str], ...] = ()  # (host source, path inside)
-    staging: str | None = None  # keep changes in staging/img/root (create, build)
-    readonly: bool = False
-    chroot: bool = True
-    residue_file: str | None = None
-    extra: dict = field(default_factory=dict)
+    def __init__(
+        self,
+        store: str,
+        layer_dirs: tuple[str, ...],  # image chain, topmost first, relative to store/index
+        argv: tuple[str, ...],
+        cwd: str = "/",
+        env: tuple[tuple[str, str], ...] = (),
+        binds: tuple[tuple[str, str], ...] = (),  # (host source, path inside)
+        staging: str | None = None,  # keep changes in staging/img/root (create, build)
+        readonly: bool = False,
+        residue_file: str | None = None,
+    ) -> None:
+        self.store = store
+        self.layer_dirs = layer_dirs
+        self.argv = argv
+        self.cwd = cwd
+        self.env = env
+        self.binds = binds
+        self.staging = staging
+        self.readonly = readonly
+        self.residue_file = residue_file
 
 
 def root_dir(spec: ContainerSpec) -> str:
@@ -207,14 +223,20 @@ def container_env(
     return env
 
 
-_ASSIGN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+_NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+_NAME_CHARS = _NAME_START | frozenset("0123456789")
+
+
+def _is_assignment(word: str) -> bool:
+    name, sep, _ = word.partition("=")
+    return bool(sep and name and name[0] in _NAME_START and set(name) <= _NAME_CHARS)
 
 
 def split_assignments(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     """Leading NAME=value words of a command, and the rest."""
     env: dict[str, str] = {}
     i = 0
-    while i < len(argv) and _ASSIGN.match(argv[i]):
+    while i < len(argv) and _is_assignment(argv[i]):
         k, _, v = argv[i].partition("=")
         env[k] = v
         i += 1
@@ -239,19 +261,31 @@ def login_shell(root: str) -> list[str]:
 
 
 def exec_command(argv: list[str], env: dict[str, str]) -> None:
-    """Replace this process with argv; 127 with `<cmd>: command not found` if absent."""
+    """Replace this process with argv; 127 with `<cmd>: command not found` if absent.
+
+    The PATH search is done here rather than by os.execvpe, which imports
+    `warnings` lazily: after chroot, the host's standard library is gone.
+    """
     sys.stdout.flush()
-    try:
-        os.execvpe(argv[0], argv, env)
-    except FileNotFoundError:
-        sys.stderr.write(f"{argv[0]}: command not found\n")
+    name = argv[0]
+    if "/" in name:
+        candidates = [name]
+    else:
+        path = env.get("PATH", config.DEFAULT_PATH)
+        candidates = [os.path.join(d or ".", name) for d in path.split(":")]
+    denied: OSError | None = None
+    for cand in candidates:
+        try:
+            os.execve(cand, argv, env)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as e:
+            denied = denied or e
+    if denied is None:
+        sys.stderr.write(f"{name}: command not found\n")
         os._exit(127)
-    except PermissionError:
-        sys.stderr.write(f"{argv[0]}: permission denied\n")
-        os._exit(126)
-    except OSError as e:
-        sys.stderr.write(f"{argv[0]}: {e.strerror}\n")
-        os._exit(126)
+    sys.stderr.write(f"{name}: {denied.strerror.lower() if denied.strerror else denied}\n")
+    os._exit(126)
 
 
 def start(spec: ContainerSpec) -> None:
@@ -268,20 +302,17 @@ def start(spec: ContainerSpec) -> None:
     root = root_dir(spec)
     argv = list(spec.argv) or login_shell(root)
     env = dict(spec.env)
-    if spec.chroot:
-        os.chroot(root)
-        cwd = spec.cwd if os.path.isdir(spec.cwd) else "/"
-    else:
-        cwd = root
+    os.chroot(root)
+    cwd = spec.cwd if os.path.isdir(spec.cwd) else "/"
     os.chdir(cwd)
-    if spec.chroot and "PWD" in env:
+    if "PWD" in env:
         env["PWD"] = cwd
     exec_command(argv, env)
 
 
 def mount_readonly(store: str, layer_dirs: tuple[str, ...]) -> str:
     """In the current (private) mount namespace, mount an image read-only; return its root."""
-    spec = ContainerSpec(store=store, layers=(), layer_dirs=layer_dirs, argv=(), readonly=True)
+    spec = ContainerSpec(store=store, layer_dirs=layer_dirs, argv=(), readonly=True)
     apply(spec, plan(spec))
     return root_dir(spec)
 

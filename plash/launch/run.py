@@ -19,14 +19,14 @@ def image_spec(
 ) -> ContainerSpec:
     """The ContainerSpec for running argv in an image of the store."""
     chain = store.chain(image)
-    meta = store.chain_meta(image)
+    meta = store.meta(image)
     assigned, argv = split_assignments(argv)
     env = container_env(
         list(meta.get("env", [])), list(meta.get("env_prefix", [])), list(meta.get("oci_env", []))
     )
     env.update(assigned)
     all_binds = [(b, b) for b in binds]
-    for m in meta.get("mounts", []):
+    for m in meta.get("mount", []):
         src, _, dst = m.partition(":")
         all_binds.append((src, dst or src))
     try:
@@ -35,7 +35,6 @@ def image_spec(
         cwd = "/"
     return ContainerSpec(
         store=store.path,
-        layers=tuple(reversed(chain[1:])),
         layer_dirs=tuple(str(i) for i in reversed(chain[1:])),
         argv=tuple(argv),
         cwd=cwd,

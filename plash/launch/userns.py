@@ -8,8 +8,6 @@ newgidmap installed), ids 1..N map to that range, otherwise only 0 is mapped.
 from __future__ import annotations
 
 import os
-import pwd
-import shutil
 
 from plash.errors import LaunchError
 from plash.launch import syscalls
@@ -39,6 +37,8 @@ def _sub_range(path: str, uid: int, name: str | None) -> tuple[int, int] | None:
 
 def id_ranges() -> tuple[tuple[int, int], tuple[int, int]] | None:
     """The caller's (subuid, subgid) ranges when both exist and the helpers are installed."""
+    import pwd
+
     uid = os.getuid()
     try:
         name: str | None = pwd.getpwuid(uid).pw_name
@@ -48,9 +48,16 @@ def id_ranges() -> tuple[tuple[int, int], tuple[int, int]] | None:
     g = _sub_range("/etc/subgid", uid, name)
     if not (u and g):
         return None
-    if not (shutil.which("newuidmap") and shutil.which("newgidmap")):
+    if not (_which("newuidmap") and _which("newgidmap")):
         return None
     return u, g
+
+
+def _which(name: str) -> bool:
+    for d in (os.environ.get("PATH") or "/usr/bin:/bin").split(":") + ["/usr/bin", "/usr/sbin"]:
+        if d and os.access(os.path.join(d, name), os.X_OK):
+            return True
+    return False
 
 
 def _write(path: str, text: str) -> None:

@@ -2,7 +2,7 @@
 
     $PLASH_DATA/
       layer/0/                 image 0 (the empty root); children nest inside
-      layer/0/1/               image 1: root/ (its layer), meta.json, children
+      layer/0/1/               image 1: root/ (its layer), meta (run settings), children
       layer/0/1/5/             image 5, child of 1
       index/<id> -> ../layer/0/1/5      relative symlinks (the store can move)
       map/<name> -> ../index/<id>
@@ -21,29 +21,60 @@ Only the standard library is imported: this runs on `plash run`'s path.
 
 from __future__ import annotations
 
-import errno
 import fcntl
-import json
 import os
-import re
-import secrets
-import shutil
 import stat
 import time
-from contextlib import contextmanager
-from typing import Iterator
 
 from plash.errors import NoImage, PlashError, StoreError
 
-_ID_RE = re.compile(r"[0-9]+")
-_MAP_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]*")
+_MAP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.@+-")
+
+# Keys of an image's meta whose values accumulate from parent to child; the
+# others are replaced by the child's value.
+ACCUMULATING = frozenset(("env", "env_prefix", "mount", "oci_env"))
 
 
 def parse_image_id(text: str) -> int:
     """An image argument as a positive id, or NoImage saying what is wrong."""
-    if not text.isascii() or not _ID_RE.fullmatch(text) or int(text) == 0:
+    if not (text.isascii() and text.isdigit()) or int(text) == 0:
         raise NoImage(f"image must be a positive number, got: {text!r}")
     return int(text)
+
+
+def _token() -> str:
+    return os.urandom(4).hex()
+
+
+def encode_meta(meta: dict[str, list[str]]) -> str:
+    """Meta as lines of `key<TAB>value`; a key with several values has several lines."""
+    out = []
+    for key, values in meta.items():
+        for v in values:
+            v = v.replace("%", "%25").replace("\n", "%0A").replace("\t", "%09")
+            out.append(f"{key}\t{v}\n")
+    return "".join(out)
+
+
+def decode_meta(text: str) -> dict[str, list[str]]:
+    meta: dict[str, list[str]] = {}
+    for line in text.split("\n"):
+        key, sep, v = line.partition("\t")
+        if sep:
+            v = v.replace("%09", "\t").replace("%0A", "\n").replace("%25", "%")
+            meta.setdefault(key, []).append(v)
+    return meta
+
+
+def merge_meta(parent: dict[str, list[str]], own: dict[str, list[str]]) -> dict[str, list[str]]:
+    """An image's effective meta: its parent's, with its own accumulated or replacing."""
+    merged = {k: list(v) for k, v in parent.items() if k != "created"}
+    for k, v in own.items():
+        if k in ACCUMULATING:
+            merged[k] = merged.get(k, []) + [x for x in v if x not in merged.get(k, [])]
+        else:
+            merged[k] = list(v)
+    return merged
 
 
 def _proc_start_time(pid: int) -> str | None:
@@ -68,6 +99,7 @@ def owner_alive(tmp_name: str) -> bool:
 
 def rmtree(path: str) -> None:
     """Remove a tree, making read-only directories writable on the way."""
+    import shutil
 
     def fix(func, p, exc):  # type: ignore[no-untyped-def]
         err = exc[1] if isinstance(exc, tuple) else exc
@@ -142,23 +174,21 @@ class Store:
     def parent(self, image: int) -> int:
         return self.chain(image)[-2]
 
-    def meta(self, image: int) -> dict:
+    def meta(self, image: int) -> dict[str, list[str]]:
+        """The image's effective meta (run-time settings, merged at publish time)."""
+        if image == 0:
+            return {}
         try:
-            with open(os.path.join(self.image_dir(image), "meta.json")) as f:
-                return json.load(f)
+            with open(os.path.join(self.image_dir(image), "meta")) as f:
+                return decode_meta(f.read())
         except FileNotFoundError:
             return {}
 
-    def chain_meta(self, image: int) -> dict:
-        """The image's meta merged over its ancestors' (later layers win)."""
-        merged: dict = {}
-        for i in self.chain(image)[1:]:
-            for k, v in self.meta(i).items():
-                if isinstance(v, list) and isinstance(merged.get(k), list):
-                    merged[k] = merged[k] + [x for x in v if x not in merged[k]]
-                else:
-                    merged[k] = v
-        return merged
+    def created(self, image: int) -> float:
+        try:
+            return float(self.meta(image).get("created", ["0"])[0])
+        except ValueError:
+            return 0.0
 
     def ids(self) -> list[int]:
         """Every image id that is indexed and present, ascending (0 excluded)."""
@@ -185,20 +215,14 @@ class Store:
 
     # -- locking and temp dirs -----------------------------------------
 
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the store's lock (a short, process-wide critical section)."""
-        fd = os.open(os.path.join(self.path, "lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def locked(self) -> "_Lock":
+        """Hold the store's lock (a short critical section across processes)."""
+        return _Lock(os.path.join(self.path, "lock"))
 
     def mkdtemp(self, kind: str = "tmp") -> str:
         """A new staging dir in tmp/, named after this process so clean knows its owner."""
         pid = os.getpid()
-        name = f"{pid}.{_proc_start_time(pid)}.{kind}-{secrets.token_hex(4)}"
+        name = f"{pid}.{_proc_start_time(pid)}.{kind}-{_token()}"
         path = os.path.join(self.tmp, name)
         try:
             os.mkdir(path, 0o755)
@@ -207,7 +231,7 @@ class Store:
         return path
 
     def _symlink_atomic(self, target: str, link: str) -> None:
-        tmp = f"{link}.{os.getpid()}.{secrets.token_hex(4)}.new"
+        tmp = f"{link}.{os.getpid()}.{_token()}.new"
         os.symlink(target, tmp)
         os.replace(tmp, link)
 
@@ -230,15 +254,16 @@ class Store:
         os.replace(tmp, counter)
         return n
 
-    def publish(self, staged: str, parent: int, meta: dict | None = None) -> int:
+    def publish(self, staged: str, parent: int, meta: dict[str, list[str]] | None = None) -> int:
         """Turn a staged image dir (with root/) into a new child of parent; return its id.
 
-        The staged dir is renamed, so it must live inside this store.
+        The staged dir is renamed, so it must live inside this store. Its meta
+        is stored merged with the parent's, so running needs one read.
         """
-        meta = dict(meta or {})
-        meta.setdefault("created", time.time())
-        with open(os.path.join(staged, "meta.json"), "w") as f:
-            json.dump(meta, f)
+        merged = merge_meta(self.meta(parent), meta or {})
+        merged["created"] = [repr(time.time())]
+        with open(os.path.join(staged, "meta"), "w") as f:
+            f.write(encode_meta(merged))
         with self.locked():
             parent_dir = self.image_dir(parent) if parent else self.root0
             n = self._allocate_id()
@@ -254,7 +279,7 @@ class Store:
     # -- maps -----------------------------------------------------------
 
     def check_map_name(self, name: str) -> None:
-        if not _MAP_RE.fullmatch(name):
+        if not name or name[0] in ".-" or not set(name) <= _MAP_CHARS:
             raise PlashError(
                 f"invalid map name: {name!r}",
                 hint="use letters, digits and _ . @ + - (not starting with . or -)",
@@ -372,5 +397,16 @@ def open_store(path: str | None = None) -> Store:
     return Store(path or data_dir()).ensure()
 
 
-def is_enoent(e: OSError) -> bool:
-    return e.errno == errno.ENOENT
+class _Lock:
+    """flock on the store's lock file, as a context manager."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> None:
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)

@@ -49,7 +49,7 @@ def test_container_env_policy(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_overlay_options_of_a_deep_image_fit_one_page() -> None:
     dirs = tuple(str(i) for i in range(1200, 1000, -1))  # 200 layers with 4-digit ids
-    spec = ContainerSpec(store="/a/very/long,odd:path" * 20, layers=(), layer_dirs=dirs, argv=())
+    spec = ContainerSpec(store="/a/very/long,odd:path" * 20, layer_dirs=dirs, argv=())
     opts = overlay_options(spec)
     assert len(opts) < 4096
     assert "/a/very" not in opts  # store path never appears: relative paths only
@@ -58,12 +58,12 @@ def test_overlay_options_of_a_deep_image_fit_one_page() -> None:
 
 
 def test_plan_orders_mounts() -> None:
-    spec = ContainerSpec(store="/s", layers=(2, 1), layer_dirs=("2", "1"), argv=("true",),
+    spec = ContainerSpec(store="/s", layer_dirs=("2", "1"), argv=("true",),
                          binds=(("/home", "/home"), ("/proc", "/proc")))
     kinds = [(op.kind, op.target) for op in plan(spec)]
     assert kinds == [("tmpfs", "/s/mnt"), ("mkdirs", "/s/mnt"), ("overlay", "/s/mnt/root"),
                      ("bind", "/home"), ("bind", "/proc")]
-    staged = ContainerSpec(store="/s", layers=(1,), layer_dirs=("1",), argv=(), staging="/s/tmp/x")
+    staged = ContainerSpec(store="/s", layer_dirs=("1",), argv=(), staging="/s/tmp/x")
     ops = plan(staged)
     assert [op.kind for op in ops] == ["overlay"]
     assert "upperdir=../tmp/x/img/root,workdir=../tmp/x/work" in ops[0].options
