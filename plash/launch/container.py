@@ -181,8 +181,8 @@ def apply(spec: ContainerSpec, ops: list[MountOp]) -> list[str]:
             except OSError as e:
                 raise LaunchError(f"cannot mount the image: {e.strerror}", hint=OVERLAY_HINT) from e
         elif op.kind == "bind":
-            if not os.path.lexists(op.source):
-                continue  # a path missing on the host is skipped
+            if not os.path.exists(op.source):
+                continue  # a path missing on the host (or a dangling symlink) is skipped
             kind = "dir" if os.path.isdir(op.source) else "file"
             try:
                 target = resolve_in_root(root, op.target, None if op.readonly else kind, created)

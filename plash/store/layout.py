@@ -86,6 +86,8 @@ def _proc_start_time(pid: int) -> str | None:
         return None
     # The command name may contain spaces and parentheses: split after the last ')'.
     fields = data[data.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None  # a zombie has finished: its temp dirs are reclaimable
     return fields[19].decode()
 
 

@@ -221,3 +221,31 @@ def test_created_times_order_shrink(plash: Plash, busybox_tgz: Path) -> None:
     plash.ok("shrink")  # a is oldest; removing it removes b too
     assert sorted(os.listdir(plash.store / "index")) == ["0"]
     assert b
+
+
+def test_killed_import_leaves_nothing_visible(plash: Plash, busybox_tgz: Path) -> None:
+    """SIGKILL in the middle of an import: no new image, and clean reclaims the leftovers."""
+    image = plash.import_tar(busybox_tgz)
+    before = sorted(os.listdir(plash.store / "index"))
+    proc = subprocess.Popen(plash.command([PLASH, "import-tar", "-"]), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=plash.work)
+    assert proc.stdin is not None
+    data = busybox_tgz.read_bytes()
+    proc.stdin.write(data[: len(data) // 2])  # half a tarball: the import is under way
+    proc.stdin.flush()
+    deadline = time.time() + 20
+    while not os.listdir(plash.store / "tmp") and time.time() < deadline:
+        time.sleep(0.02)
+    assert os.listdir(plash.store / "tmp"), "the import never started"
+    owner = int(os.listdir(plash.store / "tmp")[0].split(".")[0])  # temp dirs are named after their owner
+    os.kill(owner, 9)
+    proc.stdin.close()  # the unpacking child reads to the end and exits
+    proc.wait(timeout=20)
+    while subprocess.run(["pgrep", "-f", f"{PLASH} import-tar -"], capture_output=True).returncode == 0:
+        assert time.time() < deadline
+        time.sleep(0.02)
+    assert sorted(os.listdir(plash.store / "index")) == before
+    assert plash.ok("clean") == ""
+    assert os.listdir(plash.store / "tmp") == []
+    assert plash.ok("run", image, "true") == ""
+    assert plash.import_tar(busybox_tgz) == "2"
