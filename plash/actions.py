@@ -7,7 +7,6 @@ which needs a single-threaded caller (no trio here).
 from __future__ import annotations
 
 import os
-import stat
 import sys
 import time
 from typing import BinaryIO
@@ -17,7 +16,8 @@ from plash.errors import ExitStatus, PlashError, StoreError
 from plash.launch import container, userns
 from plash.launch.child import in_namespace, rmtree_anywhere
 from plash.launch.run import image_spec
-from plash.store.layout import Store, open_store, parse_image_id, rmtree
+from plash.store.layout import Store, open_store, parse_image_id
+from plash.store.staging import finish_staging, new_staging
 
 
 def store() -> Store:
@@ -32,9 +32,7 @@ def image_arg(s: Store, text: str) -> int:
 
 
 def _staging(s: Store, kind: str) -> str:
-    staging = s.mkdtemp(kind)
-    os.makedirs(os.path.join(staging, "img", "root"))
-    return staging
+    return new_staging(s, kind, with_work=False)
 
 
 def _discard(path: str) -> None:
@@ -47,52 +45,9 @@ def _discard(path: str) -> None:
 # -- create ---------------------------------------------------------------
 
 
-def _remove_residue(upper: str, created: list[str]) -> None:
-    """Remove mount points the launcher had to create, and dirs copied up only for them."""
-    parents: set[str] = set()
-    for rel in reversed(created):
-        p = upper + rel
-        try:
-            st = os.lstat(p)
-        except FileNotFoundError:
-            continue
-        if stat.S_ISDIR(st.st_mode):
-            try:
-                os.rmdir(p)
-            except OSError:
-                continue
-        elif stat.S_ISREG(st.st_mode) and st.st_size == 0:
-            os.unlink(p)
-        else:
-            continue
-        parents.add(os.path.dirname(rel))
-    for rel in sorted(parents, key=len, reverse=True):
-        while rel not in ("", "/"):
-            p = upper + rel
-            try:
-                if os.listdir(p) or _is_opaque(p):
-                    break
-                os.rmdir(p)
-            except OSError:
-                break
-            rel = os.path.dirname(rel)
-
-
-def _is_opaque(path: str) -> bool:
-    for name in ("user.overlay.opaque", "trusted.overlay.opaque"):
-        try:
-            if os.getxattr(path, name, follow_symlinks=False):
-                return True
-        except OSError:
-            pass
-    return False
-
-
 def run_to_staging(s: Store, image: int, argv: list[str], stdin: int | None = None) -> tuple[int, str]:
     """Run argv in image with changes kept in a staging dir; return (exit status, staging)."""
-    staging = _staging(s, "create")
-    os.mkdir(os.path.join(staging, "work"))
-    os.mkdir(os.path.join(staging, "mnt"))
+    staging = new_staging(s, "create")
     residue = os.path.join(staging, "residue")
     spec = image_spec(
         s, image, argv, binds=config.BUILD_BINDS, staging=staging, residue_file=residue
@@ -122,24 +77,15 @@ def run_to_staging(s: Store, image: int, argv: list[str], stdin: int | None = No
     return os.waitstatus_to_exitcode(status), staging
 
 
-def commit_staging(s: Store, image: int, staging: str) -> int:
+def commit_staging(s: Store, image: int, staging: str, meta: dict[str, list[str]] | None = None,
+                   key: str | None = None) -> int:
     """Publish a staging dir made by run_to_staging as a new child of image."""
-    upper = os.path.join(staging, "img", "root")
     try:
-        with open(os.path.join(staging, "residue")) as f:
-            created = [line for line in f.read().split("\n") if line]
-    except FileNotFoundError:
-        created = []
-    try:
-        _remove_residue(upper, created)
-        rmtree(os.path.join(staging, "work"))
+        finish_staging(staging)
     except OSError:
-        code = in_namespace(
-            lambda: (_remove_residue(upper, created), rmtree(os.path.join(staging, "work")))
-        )
-        if code:
-            raise StoreError("cannot clean up the new layer")
-    new = s.publish(os.path.join(staging, "img"), image)
+        if in_namespace(lambda: finish_staging(staging)):
+            raise StoreError("cannot clean up the new layer") from None
+    new = s.publish(os.path.join(staging, "img"), image, meta, key)
     _discard(staging)
     return new
 

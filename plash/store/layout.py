@@ -6,6 +6,7 @@
       layer/0/1/5/             image 5, child of 1
       index/<id> -> ../layer/0/1/5      relative symlinks (the store can move)
       map/<name> -> ../index/<id>
+      keys/<sha256> -> ../index/<id>   build cache: layer key -> image
       tmp/<pid>.<start>.<rand>/ staging dirs; the name records the owner
       mnt/                     fixed mount point, used only in private mount ns
       next_id                  the next id to hand out
@@ -132,6 +133,7 @@ class Store:
         self.layer = os.path.join(path, "layer")
         self.index = os.path.join(path, "index")
         self.maps = os.path.join(path, "map")
+        self.keys = os.path.join(path, "keys")
         self.tmp = os.path.join(path, "tmp")
         self.mnt = os.path.join(path, "mnt")
         self.root0 = os.path.join(self.layer, "0")
@@ -146,7 +148,7 @@ class Store:
             return self
         try:
             os.makedirs(self.path, exist_ok=True)
-            for d in (self.index, self.maps, self.tmp, self.mnt):
+            for d in (self.index, self.maps, self.keys, self.tmp, self.mnt):
                 os.makedirs(d, exist_ok=True)
             os.makedirs(os.path.join(self.root0, "root"), exist_ok=True)
             self._symlink_atomic("../layer/0", os.path.join(self.index, "0"))
@@ -256,14 +258,18 @@ class Store:
         os.replace(tmp, counter)
         return n
 
-    def publish(self, staged: str, parent: int, meta: dict[str, list[str]] | None = None) -> int:
+    def publish(self, staged: str, parent: int, meta: dict[str, list[str]] | None = None,
+                key: str | None = None) -> int:
         """Turn a staged image dir (with root/) into a new child of parent; return its id.
 
         The staged dir is renamed, so it must live inside this store. Its meta
-        is stored merged with the parent's, so running needs one read.
+        is stored merged with the parent's, so running needs one read. `key`
+        is the image's content identity (the build cache key); without one it
+        gets a random identity, and only a key given here is indexed in keys/.
         """
         merged = merge_meta(self.meta(parent), meta or {})
         merged["created"] = [repr(time.time())]
+        merged["key"] = [key or "random-" + os.urandom(16).hex()]
         with open(os.path.join(staged, "meta"), "w") as f:
             f.write(encode_meta(merged))
         with self.locked():
@@ -274,9 +280,29 @@ class Store:
                 os.rename(staged, dest)
                 rel = os.path.relpath(dest, self.index)
                 self._symlink_atomic(rel, os.path.join(self.index, str(n)))
+                if key:
+                    self._symlink_atomic(f"../index/{n}", os.path.join(self.keys, key))
             except OSError as e:
                 raise StoreError(f"cannot publish image {n}: {e.strerror}") from e
         return n
+
+    def key_of(self, image: int) -> str:
+        """An image's content identity (random for images made by `create` or imports)."""
+        keys = self.meta(image).get("key")
+        return keys[0] if keys else f"image-{image}"
+
+    def lookup_key(self, key: str) -> int | None:
+        """The image built for a cache key, if it is still there."""
+        try:
+            target = os.readlink(os.path.join(self.keys, key))
+        except OSError:
+            return None
+        image = int(os.path.basename(target))
+        try:
+            self.image_dir(image)
+        except NoImage:
+            return None
+        return image
 
     # -- maps -----------------------------------------------------------
 
@@ -332,6 +358,7 @@ class Store:
                 except FileNotFoundError:
                     pass
             self._drop_dangling(self.maps)
+            self._drop_dangling(self.keys)
         return trash, gone
 
     def _drop_dangling(self, directory: str) -> list[str]:
@@ -356,7 +383,7 @@ class Store:
         removed: list[str] = []
         trash_dirs: list[str] = []
         with self.locked():
-            for d, label in ((self.index, "index"), (self.maps, "map")):
+            for d, label in ((self.index, "index"), (self.maps, "map"), (self.keys, "keys")):
                 removed += [f"{label}/{n}" for n in self._drop_dangling(d)]
             indexed = set()
             for name in os.listdir(self.index):

@@ -1,0 +1,146 @@
+"""From an expanded build script to a plan: a base source and a chain of keyed layers.
+
+Pure: no I/O beyond what a source's identity needs (hashing a tarball file),
+no trio. Keys are SHA-256 chains over the parent's key and the layer's exact
+text, so they never depend on numeric ids and mean the same in any store.
+"""
+
+from __future__ import annotations
+
+import os
+
+from plash.errors import PlashError
+from plash.lang.hashpath import sha256
+from plash.lang.macros import HINT
+
+ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armhf", "i686": "i386", "ppc64le": "ppc64el",
+        "s390x": "s390x", "riscv64": "riscv64"}
+
+
+def debian_arch() -> str:
+    m = os.uname().machine
+    return ARCH.get(m, m)
+
+
+def digest(*parts: str) -> str:
+    h = sha256()
+    for p in parts:
+        h.update(p.encode("utf-8", "surrogateescape"))
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def file_digest(path: str) -> str:
+    h = sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Source:
+    """Where the base image comes from: kind (id, map, tarball, debootstrap, lxc, url, docker) and args."""
+
+    __slots__ = ("kind", "args")
+
+    def __init__(self, kind: str, args: tuple[str, ...]) -> None:
+        self.kind, self.args = kind, args
+
+    def __repr__(self) -> str:
+        return f"Source({self.kind!r}, {self.args!r})"
+
+    def import_key(self) -> str:
+        """The cache key of an import: source kind and arguments (tarballs: their content)."""
+        if self.kind == "tarball":
+            try:
+                return digest("import", "tarball", file_digest(self.args[0]))
+            except OSError as e:
+                raise PlashError(f"cannot read tarball {self.args[0]}: {e.strerror}") from None
+        return digest("import", self.kind, debian_arch(), *self.args)
+
+
+class Layer:
+    """One build step: its script text, its meta hints and its cache key."""
+
+    __slots__ = ("text", "shell", "meta", "key", "where")
+
+    def __init__(self, text: str, shell: str, meta: dict[str, list[str]], key: str) -> None:
+        self.text, self.shell, self.meta, self.key = text, shell, meta, key
+
+    def __repr__(self) -> str:
+        return f"Layer({self.key[:12]}, {self.shell!r})"
+
+
+META_HINTS = {"entrypoint": "entrypoint", "env": "env", "env-prefix": "env_prefix", "mount": "mount"}
+
+
+def split_script(script: str) -> tuple[Source | None, list[tuple[str, str, dict[str, list[str]]]]]:
+    """The base source (last image hint wins) and the layers as (text, shell, meta)."""
+    source: Source | None = None
+    layers: list[tuple[str, str, dict[str, list[str]]]] = []
+    cur: list[str] = []
+
+    def flush() -> None:
+        if any(line.strip() for line in cur):
+            shell = "\n".join(line for line in cur if not line.startswith(HINT))
+            meta: dict[str, list[str]] = {}
+            for line in cur:
+                if line.startswith(HINT):
+                    name, _, value = line[len(HINT):].partition("=")
+                    if name in META_HINTS:
+                        meta.setdefault(META_HINTS[name], []).append(value)
+            layers.append(("\n".join(cur), shell, meta))
+        cur.clear()
+
+    for line in script.split("\n"):
+        if line.startswith(HINT):
+            name, _, value = line[len(HINT):].partition("=")
+            if name == "image":
+                kind, _, rest = value.partition(" ")
+                source = Source(kind, _unquote_words(rest))
+                continue
+            if name == "layer":
+                flush()
+                continue
+        cur.append(line)
+    flush()
+    return source, layers
+
+
+def _unquote_words(text: str) -> tuple[str, ...]:
+    """Split hint arguments written with macros.quote (single quotes)."""
+    out: list[str] = []
+    word: list[str] = []
+    i, quoted, has = 0, False, False
+    while i < len(text):
+        c = text[i]
+        if quoted:
+            if c == "'":
+                quoted = False
+            else:
+                word.append(c)
+        elif c == "'":
+            quoted, has = True, True
+        elif c == '"' and text.startswith('"\'"', i):
+            word.append("'")
+            i += 2
+        elif c == " ":
+            if word or has:
+                out.append("".join(word))
+            word, has = [], False
+        else:
+            word.append(c)
+        i += 1
+    if word or has:
+        out.append("".join(word))
+    return tuple(out)
+
+
+def layer_keys(base_key: str, layers: list[tuple[str, str, dict[str, list[str]]]]) -> list[Layer]:
+    out = []
+    parent = base_key
+    for text, shell, meta in layers:
+        key = digest("layer", parent, text)
+        out.append(Layer(text, shell, meta, key))
+        parent = key
+    return out

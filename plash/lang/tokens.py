@@ -1,0 +1,141 @@
+"""Words -> tokens -> macro calls (SPEC 4.1), for command lines and build files alike.
+
+Pure functions over small immutable values; every token knows where it came
+from, so errors can say `FILE:LINE:` or `argument N:`.
+"""
+
+from __future__ import annotations
+
+from plash.errors import PlashError
+
+
+class Where(tuple):
+    """Where a word came from: (file, line), or (None, position) on the command line.
+
+    Tuples rather than NamedTuple/dataclasses: importing typing or
+    dataclasses would slow the start of every plash executable.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, file: str | None, line: int) -> "Where":
+        return tuple.__new__(cls, (file, line))
+
+    @property
+    def file(self) -> str | None:
+        return self[0]
+
+    @property
+    def line(self) -> int:
+        return self[1]
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}" if self.file is not None else f"argument {self.line}"
+
+
+class MacroError(PlashError):
+    """An error located in a build file or on the command line."""
+
+    def __init__(self, where: Where | None, message: str, hint: str | None = None) -> None:
+        super().__init__(f"{where}: {message}" if where else message, hint)
+        self.where = where
+
+
+class Word(tuple):
+    """A word and where it came from."""
+
+    __slots__ = ()
+
+    def __new__(cls, text: str, where: Where) -> "Word":
+        return tuple.__new__(cls, (text, where))
+
+    @property
+    def text(self) -> str:
+        return self[0]
+
+    @property
+    def where(self) -> Where:
+        return self[1]
+
+
+class Call(tuple):
+    """A macro call: its name, its arguments, and where it was written."""
+
+    __slots__ = ()
+
+    def __new__(cls, name: str, args: tuple[str, ...], where: Where) -> "Call":
+        return tuple.__new__(cls, (name, args, where))
+
+    @property
+    def name(self) -> str:
+        return self[0]
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        return self[1]
+
+    @property
+    def where(self) -> Where:
+        return self[2]
+
+
+def words_from_argv(argv: list[str], offset: int = 1) -> list[Word]:
+    return [Word(a, Where(None, i + offset)) for i, a in enumerate(argv)]
+
+
+def words_from_file_text(text: str, filename: str) -> list[Word]:
+    """One word per line; the first line is skipped when it starts with #!.
+
+    A line that starts a macro (`--apk git curl`) has its arguments split on
+    whitespace; that split happens here so the line number stays attached.
+    """
+    out: list[Word] = []
+    for n, line in enumerate(text.split("\n"), 1):
+        if line.endswith("\r"):
+            line = line[:-1]
+        if n == 1 and line.startswith("#!"):
+            continue
+        where = Where(filename, n)
+        if line.startswith("-") and not line.startswith("--\\") and not line.startswith("--#"):
+            head, *rest = line.split()
+            out.append(Word(head, where))
+            out.extend(Word("--\\ " + r, where) for r in rest)  # literal arguments
+        else:
+            out.append(Word(line, where))
+    return out
+
+
+def _is_letter_group(word: str) -> bool:
+    return len(word) > 1 and word[0] == "-" and word[1] != "-" and word[1:].isalpha()
+
+
+def parse(words: list[Word]) -> list[Call]:
+    """Group words into macro calls, or raise a located MacroError."""
+    calls: list[tuple[str, list[str], Where]] = []
+    for text, where in words:
+        if text == "" or text.startswith("--#"):
+            continue
+        if text.startswith("--\\"):
+            literal = text[3:]
+            if literal.startswith(" "):
+                literal = literal[1:]
+            arg = literal
+        elif text.startswith("--"):
+            name = text[2:]
+            if not name:
+                raise MacroError(where, "empty macro name '--'", hint="write '--\\' for an empty argument")
+            calls.append((name, [], where))
+            continue
+        elif _is_letter_group(text):
+            for letter in text[1:]:
+                calls.append((letter, [], where))
+            continue
+        elif text.startswith("-") and len(text) > 1:
+            raise MacroError(where, f"invalid macro {text!r}", hint="macros are --name or single letters like -A")
+        else:
+            arg = text
+        if not calls:
+            raise MacroError(where, f"argument {arg!r} before any macro",
+                             hint="start with a macro such as --from or --run")
+        calls[-1][1].append(arg)
+    return [Call(n, tuple(a), w) for n, a, w in calls]

@@ -1,0 +1,83 @@
+"""Launcher entry for the engine, which cannot fork (trio runs): python -m plash.launch OP ARGS.
+
+    step JSON       run a build step in a container, changes kept in staging;
+                    JSON: {"store", "image", "shell", "staging"}
+    finish STAGING  remove launcher residue and the work dir of a staging dir
+    rmtree PATH     delete a tree that may hold files of subordinate ids
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+from plash import config
+from plash.errors import PlashError, report
+
+
+def _with_namespace_fallback(work) -> None:  # type: ignore[no-untyped-def]
+    try:
+        work()
+    except PermissionError:
+        if os.getuid() == 0:
+            raise
+        from plash.launch import userns
+
+        userns.enter(mount_ns=False)
+        work()
+
+
+def step(spec: dict) -> None:
+    from plash.launch import userns
+    from plash.launch.container import start
+    from plash.launch.run import image_spec
+    from plash.store.layout import Store
+
+    store = Store(spec["store"])
+    argv = ["/bin/sh", "-e", "-x", "-c", spec["shell"]]
+    os.chdir("/")
+    cspec = image_spec(store, int(spec["image"]), argv, binds=config.BUILD_BINDS,
+                       staging=spec["staging"], residue_file=os.path.join(spec["staging"], "residue"))
+    env = dict(cspec.env)
+    if os.getuid() != 0 and userns.id_ranges() is None:
+        # Only uid 0 exists in the namespace: apt's drop to _apt would fail.
+        # APT_CONFIG is read before apt's own files and needs no file in the image.
+        fd = os.memfd_create("plash-apt.conf", 0)
+        os.write(fd, b'APT::Sandbox::User "root";\n')
+        os.lseek(fd, 0, 0)
+        env["APT_CONFIG"] = f"/proc/self/fd/{fd}"
+    cspec.env = tuple(env.items())
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.dup2(2, 1)  # build output is not a result: it goes to stderr
+    start(cspec)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        op, *args = argv
+        if op == "step":
+            step(json.loads(args[0]))
+        elif op == "finish":
+            from plash.store.staging import finish_staging
+
+            _with_namespace_fallback(lambda: finish_staging(args[0]))
+        elif op == "rmtree":
+            from plash.store.layout import rmtree
+
+            _with_namespace_fallback(lambda: rmtree(args[0]))
+        else:
+            sys.stderr.write(f"plash.launch: unknown operation {op}\n")
+            return 2
+    except PlashError as e:
+        report(e)
+        return e.exit_code
+    except OSError as e:
+        sys.stderr.write(f"plash error: {e.strerror or e}: {e.filename or ''}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
