@@ -11,10 +11,27 @@ def main(argv: list[str] | None = None) -> None:
     from plash.errors import PlashError, report
 
     try:
-        if args[:1] == ["run"] and args[1:2] not in (["-h"], ["--help"]):
+        first = args[0] if args else ""
+        if first == "run" and args[1:2] not in (["-h"], ["--help"]):
             from plash.launch import run
 
             run.main(args[1:])
+        elif "/" in first:
+            from plash import frontend
+
+            frontend.run_executable(first, args[1:])
+        elif first in ("--help-macros", "help-macros"):
+            from plash.lang.macros import help_text
+
+            sys.stdout.write(help_text() + "\n")
+        elif first.startswith("-") and first not in ("-h", "--help", "--version"):
+            from plash import frontend
+
+            frontend.b(["run", *args])
+        elif first in ("build", "eval", "b") and args[1:2] not in (["-h"], ["--help"]):
+            from plash import frontend
+
+            {"build": frontend.main_build, "eval": frontend.main_eval, "b": frontend.b}[first](args[1:])
         else:
             from plash.cli import main as cli_main
 

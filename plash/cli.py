@@ -61,6 +61,49 @@ def version() -> None:
     out(__version__)
 
 
+@cli.command("build", context_settings=IMAGE_CMD)
+@click.argument("macros", nargs=-1, type=click.UNPROCESSED)
+def build(macros: tuple[str, ...]) -> None:
+    """Build an image from MACROS and print its id (plash --help-macros lists them).
+
+    Cached layers are reused silently; --quiet first hides build progress.
+    Example: plash build --from-debootstrap bookworm --apt cowsay
+    """
+    from plash import frontend
+
+    frontend.main_build(list(macros))
+
+
+@cli.command("b", context_settings=IMAGE_CMD)
+@click.argument("plashcmd")
+@click.argument("macros", nargs=-1, type=click.UNPROCESSED)
+def b_cmd(plashcmd: str, macros: tuple[str, ...]) -> None:
+    """Build MACROS, then run `plash PLASHCMD <id> ARGS...` (ARGS after --).
+
+    `plash -X ...` (any first argument that is an option) means `plash b run -X ...`.
+    """
+    from plash import frontend
+
+    frontend.b([plashcmd, *macros])
+
+
+@cli.command("eval", context_settings=IMAGE_CMD)
+@click.argument("macros", nargs=-1, type=click.UNPROCESSED)
+def eval_cmd(macros: tuple[str, ...]) -> None:
+    """Print the shell script MACROS expand to (hints included as comments)."""
+    from plash import frontend
+
+    frontend.main_eval(list(macros))
+
+
+@cli.command("help-macros")
+def help_macros() -> None:
+    """List every macro with a one-line description."""
+    from plash.lang.macros import help_text
+
+    out(help_text())
+
+
 @cli.command("run", context_settings=IMAGE_CMD)
 @click.argument("image")
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)

@@ -60,12 +60,12 @@ class Source:
 
 
 class Layer:
-    """One build step: its script text, its meta hints and its cache key."""
+    """One build step: its script text, its meta hints, its cache key and where it was written."""
 
     __slots__ = ("text", "shell", "meta", "key", "where")
 
-    def __init__(self, text: str, shell: str, meta: dict[str, list[str]], key: str) -> None:
-        self.text, self.shell, self.meta, self.key = text, shell, meta, key
+    def __init__(self, text: str, shell: str, meta: dict[str, list[str]], key: str, where: object) -> None:
+        self.text, self.shell, self.meta, self.key, self.where = text, shell, meta, key, where
 
     def __repr__(self) -> str:
         return f"Layer({self.key[:12]}, {self.shell!r})"
@@ -74,25 +74,29 @@ class Layer:
 META_HINTS = {"entrypoint": "entrypoint", "env": "env", "env-prefix": "env_prefix", "mount": "mount"}
 
 
-def split_script(script: str) -> tuple[Source | None, list[tuple[str, str, dict[str, list[str]]]]]:
-    """The base source (last image hint wins) and the layers as (text, shell, meta)."""
+RawLayer = tuple  # (text, shell, meta, where)
+
+
+def split_script(lines: list[tuple[str, object]]) -> tuple[Source | None, list[RawLayer]]:
+    """The base source (last image hint wins) and the layers as (text, shell, meta, where)."""
     source: Source | None = None
-    layers: list[tuple[str, str, dict[str, list[str]]]] = []
-    cur: list[str] = []
+    layers: list[RawLayer] = []
+    cur: list[tuple[str, object]] = []
 
     def flush() -> None:
-        if any(line.strip() for line in cur):
-            shell = "\n".join(line for line in cur if not line.startswith(HINT))
+        if any(line.strip() for line, _ in cur):
+            shell = "\n".join(line for line, _ in cur if not line.startswith(HINT))
             meta: dict[str, list[str]] = {}
-            for line in cur:
+            for line, _ in cur:
                 if line.startswith(HINT):
-                    name, _, value = line[len(HINT):].partition("=")
+                    name, _sep, value = line[len(HINT):].partition("=")
                     if name in META_HINTS:
                         meta.setdefault(META_HINTS[name], []).append(value)
-            layers.append(("\n".join(cur), shell, meta))
+            where = next((w for line, w in cur if line.strip() and not line.startswith(HINT)), cur[0][1])
+            layers.append(("\n".join(line for line, _ in cur), shell, meta, where))
         cur.clear()
 
-    for line in script.split("\n"):
+    for line, where in lines:
         if line.startswith(HINT):
             name, _, value = line[len(HINT):].partition("=")
             if name == "image":
@@ -102,7 +106,7 @@ def split_script(script: str) -> tuple[Source | None, list[tuple[str, str, dict[
             if name == "layer":
                 flush()
                 continue
-        cur.append(line)
+        cur.append((line, where))
     flush()
     return source, layers
 
@@ -136,11 +140,11 @@ def _unquote_words(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
-def layer_keys(base_key: str, layers: list[tuple[str, str, dict[str, list[str]]]]) -> list[Layer]:
+def layer_keys(base_key: str, layers: list[RawLayer]) -> list[Layer]:
     out = []
     parent = base_key
-    for text, shell, meta in layers:
+    for text, shell, meta, where in layers:
         key = digest("layer", parent, text)
-        out.append(Layer(text, shell, meta, key))
+        out.append(Layer(text, shell, meta, key, where))
         parent = key
     return out

@@ -302,14 +302,18 @@ def _hint(ctx: Context, call: Call) -> list[str]:
 # -- including macros -------------------------------------------------------------------
 
 
-def _include(ctx: Context, words: list, base_dir: str, call: Call) -> list[str]:
+class Located(list):
+    """Lines that already carry their own locations: (line, Where) pairs."""
+
+
+def _include(ctx: Context, words: list, base_dir: str, call: Call) -> Located:
     if ctx.depth > 50:
         raise MacroError(call.where, "macros included too deeply (a loop?)")
     sub = Context(base_dir, ctx.depth + 1)
     sub.pms, sub.stdin_used = ctx.pms, ctx.stdin_used
     out = expand_calls(sub, parse(words))
     ctx.stdin_used = sub.stdin_used
-    return out
+    return Located(out)
 
 
 def read_build_file(path: str, where: Where | None = None) -> str:
@@ -324,7 +328,7 @@ def read_build_file(path: str, where: Where | None = None) -> str:
 
 @macro("eval-file", "include the macros of a build file", "including", 1)
 def _eval_file(ctx: Context, call: Call) -> list[str]:
-    out = []
+    out = Located()
     for f in call.args:
         path = ctx.path(f)
         out += _include(ctx, words_from_file_text(read_build_file(path, call.where), f), os.path.dirname(path), call)
@@ -333,7 +337,7 @@ def _eval_file(ctx: Context, call: Call) -> list[str]:
 
 @macro("eval-string", "include macros from a string (split like a build file)", "including", 1)
 def _eval_string(ctx: Context, call: Call) -> list[str]:
-    out = []
+    out = Located()
     for s in call.args:
         out += _include(ctx, words_from_file_text(s, f"{call.where}: eval-string"), ctx.base_dir, call)
     return out
@@ -348,7 +352,7 @@ def _eval_stdin(ctx: Context, call: Call) -> list[str]:
 def _eval_url(ctx: Context, call: Call) -> list[str]:
     import urllib.request
 
-    out = []
+    out = Located()
     for url in call.args:
         try:
             with urllib.request.urlopen(url, timeout=30) as r:
@@ -412,22 +416,32 @@ def expand_call(ctx: Context, call: Call) -> list[str]:
     return m.func(ctx, call)
 
 
-def expand_calls(ctx: Context, calls: list[Call]) -> list[str]:
-    out: list[str] = []
+def expand_calls(ctx: Context, calls: list[Call]) -> list[tuple[str, Where]]:
+    """Expand calls to (line, where) pairs: each line knows the macro it came from."""
+    out: list[tuple[str, Where]] = []
     for call in calls:
-        out += expand_call(ctx, call)
+        lines = expand_call(ctx, call)
+        if isinstance(lines, Located):
+            out += lines
+        else:
+            out += [(line, call.where) for line in lines]
     return out
 
 
-def expand_argv(argv: list[str], base_dir: str | None = None) -> str:
-    """The script that command-line macros expand to."""
-    return "\n".join(expand_calls(Context(base_dir), parse(words_from_argv(argv))))
+def expand_argv(argv: list[str], base_dir: str | None = None) -> list[tuple[str, Where]]:
+    """The located script lines that command-line macros expand to."""
+    return expand_calls(Context(base_dir), parse(words_from_argv(argv)))
 
 
-def expand_file(path: str) -> str:
+def expand_file(path: str) -> list[tuple[str, Where]]:
+    """The located script lines of a build file (relative paths against its directory)."""
     text = read_build_file(path)
     ctx = Context(os.path.dirname(os.path.abspath(path)))
-    return "\n".join(expand_calls(ctx, parse(words_from_file_text(text, path))))
+    return expand_calls(ctx, parse(words_from_file_text(text, path)))
+
+
+def script_text(lines: list[tuple[str, Where]]) -> str:
+    return "\n".join(line for line, _ in lines)
 
 
 def help_text() -> str:
