@@ -1,0 +1,181 @@
+"""The macro language: tokens, calls, expansion of every macro, located errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from plash.engine.plan import _unquote_words, layer_keys, split_script
+from plash.errors import PlashError
+from plash.lang.macros import MACROS, expand_argv, expand_file, quote, script_text
+from plash.lang.tokens import MacroError, parse, words_from_argv, words_from_file_text
+
+
+def ev(*argv: str) -> str:
+    return script_text(expand_argv(list(argv)))
+
+
+def test_tokens_command_line() -> None:
+    calls = parse(words_from_argv(["--from", "1", "-Ax", "a b", "--\\ -y", "--\\", "--# note", "--run", "x"]))
+    assert [(c.name, c.args) for c in calls] == [("from", ("1",)), ("A", ()), ("x", ("a b", "-y", "")), ("run", ("x",))]
+    assert str(calls[1].where) == "argument 3"
+
+
+def test_tokens_build_file() -> None:
+    text = "#!/usr/bin/env plash\n--apk git  curl\n--run\necho  two  spaces\n\n--# c\n--\\ --literal\n-A vim\n"
+    calls = parse(words_from_file_text(text, "f"))
+    assert [(c.name, c.args, c.where.line) for c in calls] == [
+        ("apk", ("git", "curl"), 2),
+        ("run", ("echo  two  spaces", "--literal"), 3),
+        ("A", ("vim",), 8),
+    ]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["x"], "argument 1: argument 'x' before any macro"),
+    (["--aptt", "x"], "argument 1: unknown macro 'aptt' (did you mean 'apt'?)"),
+    (["--from"], "argument 1: --from needs at least 1 argument(s), got 0"),
+    (["--from", "1", "2"], "argument 1: --from takes at most 1 argument(s), got 2"),
+    (["-1"], "argument 1: invalid macro '-1'"),
+    (["--"], "argument 1: empty macro name '--'"),
+])
+def test_located_errors(argv: list[str], message: str) -> None:
+    with pytest.raises(MacroError) as e:
+        expand_argv(argv)
+    assert e.value.message == message
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(["--run", "--from", "-A", "-x", "--\\", "--# c", "--layer", "--nope", "-", "--apt",
+                                           "--write-file", "--env", "--hint", "--eval-string", "", "--\\ -y"]),
+                          st.text(max_size=8)), max_size=8))
+def test_any_words_parse_or_give_a_located_error(words: list[str]) -> None:
+    try:
+        expand_argv(words)
+    except MacroError as e:
+        assert e.message.startswith("argument ") or ":" in e.message
+        assert "\n" not in e.lines()[0]
+    except PlashError as e:  # noqa: PERF203
+        assert "\n" not in e.message
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=200))
+def test_any_build_file_parses_or_gives_a_located_error(text: str) -> None:
+    try:
+        parse(words_from_file_text(text, "f"))
+    except MacroError as e:
+        assert e.message.startswith("f:")
+
+
+@given(st.text())
+def test_quote_survives_the_shell_property(s: str) -> None:
+    s = s.replace("\0", "")
+    assert _unquote_words(quote(s)) == (s,)
+
+
+@pytest.mark.parametrize("value", ["plain", "it's", "$(rm -rf /)", "`x`", "a\\nb", "tab\tx", "ünï", "-n", "%s", "\\"])
+def test_write_file_bytes_survive_a_real_shell(tmp_path: Path, value: str) -> None:
+    target = tmp_path / "out"
+    arg = "--\\ " + value if value.startswith("-") else value  # a leading dash needs the escape
+    script = ev("--write-file", str(target), arg, "second")
+    subprocess.run(["sh", "-e", "-c", script], check=True)
+    assert target.read_text() == f"{value}\nsecond\n"
+
+
+def test_every_spec_macro_exists_with_help() -> None:
+    spec = """from from-id from-map from-lxc from-url from-tarball from-docker from-debootstrap run x inline
+    run-stdin layer l apt apk yum dnf pacman emerge pip pip3 npm add-apt-repository defpm write-file write-script
+    import-env invalidate-layer hash-path eval-file eval-string eval-stdin eval-url entrypoint entrypoint-script
+    env env-prefix mount hint A D U F C R G f""".split()
+    for name in spec:
+        assert name in MACROS, name
+        assert MACROS[name].help and "\n" not in MACROS[name].help
+
+
+def test_expansions() -> None:
+    assert ev("--from", "5") == "### plash hint: image=id 5"
+    assert ev("--from", "alpine:edge") == "### plash hint: image=lxc alpine:edge"
+    assert ev("-x", "a", "b") == "a\nb"
+    assert ev("--inline", "a", "b") == "a b"
+    assert ev("--apt") == ""
+    assert ev("--apt", "a", "b c") == "apt-get update\napt-get install -y a 'b c'"
+    assert ev("--apk", "git") == "apk update\napk add git"
+    assert ev("--pip3", "x") == "pip3 install x"
+    assert ev("--defpm", "mypm", "mypm get {}", "--mypm", "a") == "mypm get a"
+    assert ev("--layer", "apt", "a", "b") == (
+        "### plash hint: layer\napt-get update\napt-get install -y a\n"
+        "### plash hint: layer\napt-get update\napt-get install -y b")
+    assert ev("-l") == "### plash hint: layer"
+    assert ev("--write-script", "/s", "echo") == "printf '%s\\n' echo > /s\nchmod 755 /s"
+    assert ev("--entrypoint", "git", "status x") == "### plash hint: entrypoint=git 'status x'"
+    assert ev("--env", "A", "B") == "### plash hint: env=A\n### plash hint: env=B"
+    assert ev("--env-prefix", "LC_") == "### plash hint: env-prefix=LC_"
+    assert ev("--hint", "k", "v") == "### plash hint: k=v"
+    assert ev("-A", "git").startswith("### plash hint: image=lxc alpine:edge\napk update")
+    assert ev("-D", "vim").startswith("### plash hint: image=lxc debian:sid\napt-get update")
+    assert ev("--from-debootstrap", "bookworm") == "### plash hint: image=debootstrap bookworm"
+
+
+def test_import_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOSTVAR", "it's here")
+    assert ev("--import-env", "HOSTVAR:ALIAS") == "export ALIAS='it'\"'\"'s here'"
+    monkeypatch.delenv("HOSTVAR")
+    with pytest.raises(MacroError, match="HOSTVAR is not set"):
+        ev("--import-env", "HOSTVAR")
+
+
+def test_invalidate_layer_differs_each_time() -> None:
+    assert ev("--invalidate-layer") != ev("--invalidate-layer")
+
+
+def test_hash_path_follows_contents_and_modes_not_mtime(tmp_path: Path) -> None:
+    f = tmp_path / "f"
+    f.write_text("one")
+    first = ev("--hash-path", str(tmp_path))
+    os.utime(f, (1, 1))
+    assert ev("--hash-path", str(tmp_path)) == first
+    f.write_text("two")
+    second = ev("--hash-path", str(tmp_path))
+    assert second != first
+    f.chmod(0o600)
+    assert ev("--hash-path", str(tmp_path)) != second
+    assert first.startswith(": plash hash-path ")
+    with pytest.raises(MacroError, match="cannot read"):
+        ev("--hash-path", str(tmp_path / "missing"))
+
+
+def test_includes_resolve_relative_to_the_including_file(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "inner").write_text("--run\ninner\n--from-tarball\nrel.tar\n")
+    (tmp_path / "outer").write_text("--eval-file sub/inner\n--run\nouter\n")
+    lines = expand_file(str(tmp_path / "outer"))
+    assert script_text(lines) == f"inner\n### plash hint: image=tarball {tmp_path}/sub/rel.tar\nouter"
+    assert [str(w) for _, w in lines] == ["sub/inner:1", "sub/inner:3", f"{tmp_path}/outer:2"]
+    (tmp_path / "loop").write_text("--eval-file loop\n")
+    with pytest.raises(MacroError, match="too deeply"):
+        expand_file(str(tmp_path / "loop"))
+    with pytest.raises(MacroError, match="outer:1: cannot read build file"):
+        (tmp_path / "sub" / "inner").unlink()
+        expand_file(str(tmp_path / "outer"))
+
+
+def test_eval_string() -> None:
+    assert ev("--eval-string", "--\\ --run\necho hi") == "echo hi"
+
+
+def test_layers_and_keys() -> None:
+    lines = expand_argv(["--from", "3", "--run", "a", "--layer", "--run", "b", "--entrypoint", "x", "--layer"])
+    source, raw = split_script(lines)
+    assert source is not None and (source.kind, source.args) == ("id", ("3",))
+    layers = layer_keys("base", raw)
+    assert [layer.shell for layer in layers] == ["a", "b"]
+    assert layers[1].meta == {"entrypoint": ["x"]}
+    again = layer_keys("base", split_script(expand_argv(["--from", "3", "--run", "a", "--layer", "--run", "c"]))[1])
+    assert again[0].key == layers[0].key and again[1].key != layers[1].key
+    assert layer_keys("other", raw)[0].key != layers[0].key
