@@ -45,9 +45,7 @@ def b(args: list[str]) -> None:
     macros, after = split_dashdash(rest)
     image = build_argv(macros)
     if cmd == "run":
-        from plash.launch import run
-
-        run.main([str(image), *after])
+        run_image(image, after)
         return
     from plash.__main__ import main
 
@@ -58,9 +56,9 @@ def run_executable(path: str, args: list[str]) -> None:
     """Build a plash executable (a build file) and run its entrypoint with args."""
     from plash.engine.build import build
     from plash.engine.plan import _unquote_words
+    from plash.lang.macros import expand_file
     from plash.launch.container import start
     from plash.launch.run import image_spec
-    from plash.lang.macros import expand_file
 
     lines = expand_file(path)
     store = _store()
@@ -69,7 +67,24 @@ def run_executable(path: str, args: list[str]) -> None:
     if not entry:
         raise PlashError(f"{path}: no entrypoint", hint="add a line '--entrypoint CMD' or '--entrypoint-script'")
     argv = list(_unquote_words(entry[-1])) + args
+    if "trio" in sys.modules:
+        run_image(image, argv)
     start(image_spec(store, image, argv))
+
+
+def run_image(image: int, argv: list[str]) -> None:
+    """Run argv in an image; after a trio build, from a fresh process.
+
+    unshare(CLONE_NEWUSER) fails in a multi-threaded process, and trio leaves
+    worker threads behind, so a build that ran trio re-executes `plash run`.
+    """
+    if "trio" in sys.modules:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "plash", "run", str(image), *argv])
+    from plash.launch import run
+
+    run.main([str(image), *argv])
 
 
 def main_build(args: list[str]) -> None:
