@@ -151,6 +151,8 @@ class Unpacker:
         return mode if owned else mode & ~0o6000
 
     def add(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
+        if len(self.dirs) > 128:
+            self._forget_dirs()  # keep open directory fds well below the process limit
         parts = tuple(member_parts(info.name))
         if not parts:
             if info.isdir():
@@ -235,7 +237,13 @@ class Unpacker:
         """Apply directory ownership, modes and times, deepest first."""
         self.deferred.sort(key=lambda item: len(item[0]), reverse=True)
         for parts, info in self.deferred:
-            fd = self.dir_fd(parts, info.name, create=False)
+            if len(self.dirs) > 128:
+                self._forget_dirs()
+            try:
+                fd = self.dir_fd(parts, info.name, create=False)
+            except UnpackError:
+                continue  # a later member replaced this directory
+
             owned = self._own(fd, info)
             os.fchmod(fd, self._mode(info, owned))
             os.utime(fd, (info.mtime, info.mtime))

@@ -1,0 +1,49 @@
+"""The main job: a real Debian image from --from-debootstrap, with --apt, for each kind of user.
+
+The store of each user lives in /var/tmp/plash-test-cache/<user>, kept between
+test runs, so only the first run on a machine pays for mmdebstrap and apt.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import Plash, make_plash, need
+
+CACHE = Path("/var/tmp/plash-test-cache")
+MAIN_JOB = ["--from-debootstrap", "bookworm", "--apt", "cowsay", "--", "/usr/games/cowsay", "hello"]
+
+
+@pytest.fixture(params=["root", "sub", "nosub"])
+def deb_plash(request, users_base: Path) -> Plash:
+    need(shutil.which("mmdebstrap") is not None or shutil.which("debootstrap") is not None,
+         "mmdebstrap or debootstrap is not installed")
+    p = make_plash(request.param, users_base)
+    store = CACHE / request.param
+    store.mkdir(parents=True, exist_ok=True)
+    CACHE.chmod(0o755)
+    if p.user != "root":
+        pw = pwd.getpwnam(p.name)
+        os.chown(store, pw.pw_uid, pw.pw_gid)
+    p.store = store / "store"
+    return p
+
+
+@pytest.mark.slow
+def test_debootstrap_and_apt(deb_plash: Plash) -> None:
+    r = deb_plash(*MAIN_JOB, timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "< hello >" in r.stdout
+    image = deb_plash.ok("build", *MAIN_JOB[:4])
+    again = deb_plash("build", *MAIN_JOB[:4])
+    assert (again.stdout.strip(), again.stderr) == (image, "")
+    assert "Debian GNU/Linux 12" in deb_plash.ok("run", image, "cat", "/etc/os-release")
+    # apt works again in a new layer (as the user, through apt's privilege drop)
+    r = deb_plash("build", "--from", image, "--apt", "sl", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert deb_plash.ok("run", r.stdout.strip(), "ls", "/usr/games/sl") == "/usr/games/sl"
