@@ -66,17 +66,21 @@ def _write(path: str, text: str) -> None:
 
 
 def _map_with_helpers(pid: int, ranges: tuple[tuple[int, int], tuple[int, int]]) -> None:
+    """In the forked helper: run newuidmap and newgidmap side by side, exit 0 if both worked."""
     (us, uc), (gs, gc) = ranges
     uid, gid = os.getuid(), os.getgid()
-    for tool, args in (
-        ("newuidmap", ["0", str(uid), "1", "1", str(us), str(uc)]),
-        ("newgidmap", ["0", str(gid), "1", "1", str(gs), str(gc)]),
-    ):
-        child = os.posix_spawnp(tool, [tool, str(pid), *args], os.environ)
+    children = [
+        os.posix_spawnp(tool, [tool, str(pid), *args], os.environ)
+        for tool, args in (
+            ("newuidmap", ["0", str(uid), "1", "1", str(us), str(uc)]),
+            ("newgidmap", ["0", str(gid), "1", "1", str(gs), str(gc)]),
+        )
+    ]
+    ok = True
+    for child in children:
         _, status = os.waitpid(child, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            os._exit(1)
-    os._exit(0)
+        ok = ok and os.waitstatus_to_exitcode(status) == 0
+    os._exit(0 if ok else 1)
 
 
 def enter(mount_ns: bool = True) -> None:
