@@ -293,8 +293,12 @@ class Store:
 
     def lookup_key(self, key: str) -> int | None:
         """The image built for a cache key, if it is still there."""
+        return self._follow(os.path.join(self.keys, key))
+
+    def _follow(self, link: str) -> int | None:
+        """The image a keys/ or map/ symlink points to, None if missing or dangling."""
         try:
-            target = os.readlink(os.path.join(self.keys, key))
+            target = os.readlink(link)
         except OSError:
             return None
         image = int(os.path.basename(target))
@@ -315,16 +319,7 @@ class Store:
 
     def map_get(self, name: str) -> int | None:
         self.check_map_name(name)
-        try:
-            target = os.readlink(os.path.join(self.maps, name))
-        except OSError:
-            return None
-        image = int(os.path.basename(target))
-        try:
-            self.image_dir(image)
-        except NoImage:
-            return None
-        return image
+        return self._follow(os.path.join(self.maps, name))
 
     def map_set(self, name: str, image: int) -> None:
         self.check_map_name(name)
