@@ -5,7 +5,6 @@ stdout carries only results (ids, paths, values); everything else goes to stderr
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click

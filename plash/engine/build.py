@@ -15,6 +15,10 @@ from plash.engine.plan import Layer, Source, layer_keys, split_script
 from plash.errors import PlashError
 from plash.store.layout import Store
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from plash.lang.tokens import Where
+
 NOT_YET = ("lxc", "url", "docker")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
@@ -58,7 +62,7 @@ def resolve_source(store: Store, source: Source | None) -> tuple[int | None, str
     return store.lookup_key(key), key
 
 
-def prepare(store: Store, lines: list[tuple[str, object]]) -> Prepared:
+def prepare(store: Store, lines: list[tuple[str, Where]]) -> Prepared:
     source, raw = split_script(lines)
     base_id, base_key = resolve_source(store, source)
     assert source is not None
@@ -72,7 +76,7 @@ def prepare(store: Store, lines: list[tuple[str, object]]) -> Prepared:
     return Prepared(source, base_id, base_key, layers, ids)
 
 
-def build(store: Store, lines: list[tuple[str, object]], quiet: bool = False) -> int:
+def build(store: Store, lines: list[tuple[str, Where]], quiet: bool = False) -> int:
     """Build and return the final image id; all cached: no trio, nothing printed."""
     prepared = prepare(store, lines)
     if prepared.complete:

@@ -13,6 +13,10 @@ from plash.errors import PlashError
 from plash.lang.hashpath import sha256
 from plash.lang.macros import HINT
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from plash.lang.tokens import Where
+
 ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armhf", "i686": "i386", "ppc64le": "ppc64el",
         "s390x": "s390x", "riscv64": "riscv64"}
 
@@ -77,11 +81,11 @@ META_HINTS = {"entrypoint": "entrypoint", "env": "env", "env-prefix": "env_prefi
 RawLayer = tuple  # (text, shell, meta, where)
 
 
-def split_script(lines: list[tuple[str, object]]) -> tuple[Source | None, list[RawLayer]]:
+def split_script(lines: list[tuple[str, Where]]) -> tuple[Source | None, list[RawLayer]]:
     """The base source (last image hint wins) and the layers as (text, shell, meta, where)."""
     source: Source | None = None
     layers: list[RawLayer] = []
-    cur: list[tuple[str, object]] = []
+    cur: list[tuple[str, Where]] = []
 
     def flush() -> None:
         if any(line.strip() for line, _ in cur):

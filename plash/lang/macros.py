@@ -11,11 +11,13 @@ from __future__ import annotations
 import os
 import sys
 
-TYPE_CHECKING = False
+from plash.lang.tokens import Call, MacroError, Where, parse, words_from_argv, words_from_file_text
+
+TYPE_CHECKING = False  # typing itself is not imported: it slows plash's start
 if TYPE_CHECKING:
     from typing import Callable
 
-from plash.lang.tokens import Call, MacroError, Where, parse, words_from_argv, words_from_file_text
+    Expander = Callable[["Context", Call], list[str]]
 
 HINT = "### plash hint: "
 
@@ -54,7 +56,6 @@ class Context:
         return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(p)))
 
 
-Expander = "Callable[[Context, Call], list[str]]"
 
 
 class Macro:

@@ -27,7 +27,7 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 def open_decompressed(raw: BinaryIO) -> BinaryIO:
     """A stream of the tarball's plain bytes, whatever its compression."""
-    buf = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type]
+    buf = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type,type-var]
     magic = buf.peek(6)[:6]
     if magic.startswith(b"\x1f\x8b"):
         import gzip

@@ -9,9 +9,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
-import zstandard
-
 import rootfs
+import zstandard
 from conftest import PLASH, Plash
 
 

@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import Plash, make_plash, need
 
 CACHE = Path("/var/tmp/plash-test-cache")

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import PLASH, Plash, make_plash
 
 # Runs as the test user: enter a user namespace mapped to the same ids, set
