@@ -133,6 +133,55 @@ def import_tar(file: str) -> None:
     out(actions.import_tar(file))
 
 
+def _emit(quiet: bool):  # type: ignore[no-untyped-def]
+    from plash.ui.progress import renderer
+
+    return renderer(quiet)
+
+
+def _check_sha(sha: str | None) -> None:
+    if sha is not None and (len(sha) != 64 or not all(c in "0123456789abcdefABCDEF" for c in sha)):
+        raise PlashError(f"not a sha256 digest (64 hex digits): {sha!r}")
+
+
+@cli.command("import-lxc")
+@click.argument("name", metavar="DISTRO:RELEASE")
+@click.option("--dry", is_flag=True, help="print the root file system's URL, do not import")
+@click.option("--insecure", is_flag=True, help="allow the plain index, which has no digests")
+@click.option("--sha256", "sha", help="the digest the root file system must have")
+@click.option("--quiet", is_flag=True, help="no progress on stderr")
+def import_lxc(name: str, dry: bool, insecure: bool, sha: str | None, quiet: bool) -> None:
+    """Import DISTRO:RELEASE from the LXC image server ($PLASH_LXC_URL); print the new id.
+
+    The simplestreams catalogue's sha256 and size are checked while downloading.
+    """
+    from plash.engine import imports
+    from plash.engine.plan import Source
+
+    _check_sha(sha)
+    if dry:
+        out(imports.lxc_url(name, insecure, sha))
+        return
+    source = Source("lxc", (name, sha) if sha else (name,))
+    out(imports.run_import(actions.store(), source, _emit(quiet), insecure=insecure))
+
+
+@cli.command("import-url")
+@click.argument("url")
+@click.option("--sha256", "sha", help="verify the download against this digest")
+@click.option("--quiet", is_flag=True, help="no progress on stderr")
+def import_url(url: str, sha: str | None, quiet: bool) -> None:
+    """Download a root file system tarball and import it; print the new id."""
+    from plash.engine import imports
+    from plash.engine.plan import Source
+
+    _check_sha(sha)
+    if not url.startswith(("http://", "https://")):
+        raise PlashError(f"not an http(s) URL: {url}")
+    source = Source("url", (url, sha) if sha else (url,))
+    out(imports.run_import(actions.store(), source, _emit(quiet)))
+
+
 @cli.command("export-tar", context_settings=IMAGE_CMD)
 @click.argument("image")
 @click.argument("file", default="-")

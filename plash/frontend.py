@@ -25,7 +25,18 @@ def build_argv(macros: list[str], quiet: bool = False) -> int:
     from plash.lang.macros import expand_argv
 
     lines = expand_argv(macros)
-    return build(_store(), lines, quiet)
+    return build(_store(), lines, emitter(quiet))
+
+
+def emitter(quiet: bool = False):  # type: ignore[no-untyped-def]
+    """A factory of the event renderer, so the UI is loaded only when something is built."""
+
+    def make():  # type: ignore[no-untyped-def]
+        from plash.ui.progress import renderer
+
+        return renderer(quiet)
+
+    return make
 
 
 def split_dashdash(args: list[str]) -> tuple[list[str], list[str]]:
@@ -62,7 +73,7 @@ def run_executable(path: str, args: list[str]) -> None:
 
     lines = expand_file(path)
     store = _store()
-    image = build(store, lines)
+    image = build(store, lines, emitter())
     entry = store.meta(image).get("entrypoint")
     if not entry:
         raise PlashError(f"{path}: no entrypoint", hint="add a line '--entrypoint CMD' or '--entrypoint-script'")

@@ -9,7 +9,6 @@ A build whose layers are all cached never starts trio (`prepare` is sync).
 from __future__ import annotations
 
 import os
-import sys
 
 from plash.engine.plan import Layer, Source, layer_keys, split_script
 from plash.errors import PlashError
@@ -17,9 +16,14 @@ from plash.store.layout import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Callable
+
+    from plash.engine.events import Event
     from plash.lang.tokens import Where
 
-NOT_YET = ("lxc", "url", "docker")
+    Emit = Callable[[Event], None]
+
+NOT_YET = ("docker",)
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 
@@ -56,7 +60,7 @@ def resolve_source(store: Store, source: Source | None) -> tuple[int | None, str
     if source.kind in NOT_YET:
         raise PlashError(f"--from-{source.kind} is not available yet in this version of plash",
                          hint="use --from-tarball FILE, --from-debootstrap SUITE or --from ID")
-    if source.kind not in ("tarball", "debootstrap"):
+    if source.kind not in ("tarball", "debootstrap", "lxc", "url"):
         raise PlashError(f"unknown image source: {source.kind}")
     key = source.import_key()
     return store.lookup_key(key), key
@@ -76,8 +80,12 @@ def prepare(store: Store, lines: list[tuple[str, Where]]) -> Prepared:
     return Prepared(source, base_id, base_key, layers, ids)
 
 
-def build(store: Store, lines: list[tuple[str, Where]], quiet: bool = False) -> int:
-    """Build and return the final image id; all cached: no trio, nothing printed."""
+def build(store: Store, lines: list[tuple[str, Where]], make_emit: Callable[[], Emit] | None = None) -> int:
+    """Build and return the final image id; all cached: no trio, nothing printed.
+
+    make_emit gives the sink for engine events (plash/ui renders them); it is
+    called only when something has to be built.
+    """
     prepared = prepare(store, lines)
     if prepared.complete:
         final = prepared.final_id
@@ -88,11 +96,16 @@ def build(store: Store, lines: list[tuple[str, Where]], quiet: bool = False) -> 
     from plash.engine import jobs
     from plash.engine.scheduler import run_dag
 
-    dag = jobs.build_jobs(store, prepared, quiet)
+    emit = make_emit() if make_emit else (lambda e: None)
+    dag = jobs.build_jobs(store, prepared, emit)
     try:
         results = trio.run(run_dag, dag, jobs.LIMITS)
     except BaseExceptionGroup as group:
         raise first_error(group) from None
+    finally:
+        close = getattr(emit, "close", None)
+        if close:
+            close()
     return results[jobs.final_key(prepared)]
 
 
@@ -113,12 +126,6 @@ def first_error(group: BaseExceptionGroup) -> BaseException:
             if isinstance(e, kind):
                 return e
     return flat[0] if flat else group
-
-
-def say(quiet: bool, text: str) -> None:
-    if not quiet:
-        sys.stderr.write(f"plash: {text}\n")
-        sys.stderr.flush()
 
 
 def default_mirror() -> str:

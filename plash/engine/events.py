@@ -4,12 +4,12 @@ from __future__ import annotations
 
 
 class Event:
-    __slots__ = ("kind", "label", "detail")
+    """kind: download-start, download-progress, download-done or note."""
 
-    def __init__(self, kind: str, label: str, detail: str = "") -> None:
-        self.kind = kind  # "start", "done", "fail"
-        self.label = label
-        self.detail = detail
+    __slots__ = ("kind", "label", "done", "total")
+
+    def __init__(self, kind: str, label: str, done: int = 0, total: int | None = None) -> None:
+        self.kind, self.label, self.done, self.total = kind, label, done, total
 
     def __repr__(self) -> str:
-        return f"Event({self.kind!r}, {self.label!r}, {self.detail!r})"
+        return f"Event({self.kind!r}, {self.label!r}, {self.done}, {self.total})"

@@ -16,14 +16,64 @@ import sys
 
 import trio
 
-from plash.engine.build import Prepared, default_mirror, say
+from plash.engine.build import Prepared, default_mirror
+from plash.engine.events import Event
+from plash.engine.fetch import http, lxc
 from plash.engine.plan import Layer, Source
 from plash.engine.scheduler import Job
 from plash.errors import PlashError
 from plash.store.layout import Store
 from plash.store.staging import new_staging
 
-LIMITS = {"import": 2, "step": 2}
+LIMITS = {"import": 4, "step": 2}
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
+
+    Emit = Callable[[Event], None]
+
+
+def note(text: str) -> Event:
+    return Event("note", text)
+
+
+async def fetch_unpack(c: object, url: str, sha: str | None, size: int | None, root: str, emit: Emit) -> str:
+    """Download a tarball and unpack it into root while it streams; verify before returning.
+
+    The unpacker runs in the user namespace, fed through a pipe, so download,
+    hashing and unpacking overlap. A digest or size mismatch raises, and the
+    caller discards root's staging dir: nothing unverified is ever published.
+    """
+    r, w = os.pipe()
+    verify = http.Verified(url, sha, size)
+    emit(Event("download-start", url, 0, size))
+    async with trio.open_nursery() as nursery:
+        async def unpacker() -> None:
+            try:
+                await unpack_child(root, r, url)
+            finally:
+                os.close(r)
+
+        nursery.start_soon(unpacker)
+        out = trio.lowlevel.FdStream(w)
+        try:
+            async def sink(chunk: bytes) -> None:
+                await out.send_all(chunk)
+
+            def progress(done: int, total: int | None) -> None:
+                emit(Event("download-progress", url, done, total))
+
+            try:
+                digest = await http.stream(c, url, sink, verify, progress)  # type: ignore[arg-type]
+            except trio.BrokenResourceError:
+                digest = ""  # the unpacker stopped early; its exit status says why
+        finally:
+            await out.aclose()
+    if not digest:
+        raise http.FetchError(f"{url}: the unpacker stopped before the end of the download")
+    emit(Event("download-done", url, verify.count, verify.count))
+    return digest
 
 
 def final_key(prepared: Prepared) -> str:
@@ -54,31 +104,51 @@ async def run_child(argv: list[str], stdin: int | None = None, stdout: int | Non
     return proc.returncode
 
 
+async def unpack_child(root: str, stdin: int, what: str) -> None:
+    """Unpack a tarball from stdin into root in a launcher child; its error, if any, names `what`."""
+    proc = await trio.run_process(
+        launcher("unpack", root), stdin=stdin, capture_stdout=True, capture_stderr=True, check=False,
+        start_new_session=True, deliver_cancel=_kill_group,
+    )
+    if proc.returncode:
+        lines = proc.stderr.decode(errors="replace").strip().splitlines()
+        why = lines[0].removeprefix("plash error: ") if lines else f"exit {proc.returncode}"
+        raise PlashError(f"{what}: {why}")
+
+
 async def discard(path: str) -> None:
     """Delete a staging dir even while being cancelled (shielded)."""
     with trio.CancelScope(shield=True):
         await run_child(launcher("rmtree", path))
 
 
-async def import_source(store: Store, source: Source, key: str, quiet: bool) -> int:
-    found = store.lookup_key(key)
+async def import_source(store: Store, source: Source, key: str, emit: Emit, reuse: bool = True,
+                        insecure: bool = False) -> int:
+    """Import a base image and record it under its key; reuse a recorded one unless told not to."""
+    found = store.lookup_key(key) if reuse else None
     if found is not None:
         return found
     staging = new_staging(store, "import", with_work=False)
     root = os.path.join(staging, "img", "root")
     try:
         if source.kind == "tarball":
-            say(quiet, f"importing {source.args[0]}")
+            emit(note(f"importing {source.args[0]}"))
             try:
                 f = open(source.args[0], "rb")
             except OSError as e:
                 raise PlashError(f"cannot open {source.args[0]}: {e.strerror}") from None
             with f:
-                code = await run_child(launcher("unpack", root), stdin=f.fileno())
-            if code:
-                raise PlashError(f"cannot import {source.args[0]}")
+                await unpack_child(root, f.fileno(), source.args[0])
         elif source.kind == "debootstrap":
-            await debootstrap(source, root, quiet)
+            await debootstrap(source, root, emit)
+        elif source.kind == "lxc":
+            async with http.client() as c:
+                digest = source.args[1] if len(source.args) > 1 else None
+                rootfs = await lxc.resolve(c, source.args[0], insecure=insecure, digest=digest)
+                await fetch_unpack(c, rootfs.url, rootfs.sha256, rootfs.size, root, emit)
+        elif source.kind == "url":
+            async with http.client() as c:
+                await fetch_unpack(c, source.args[0], source.args[1] if len(source.args) > 1 else None, None, root, emit)
         else:
             raise PlashError(f"cannot import from {source.kind}")
         image = store.publish(os.path.join(staging, "img"), 0, None, key)
@@ -110,11 +180,11 @@ def debootstrap_command(suite: str, mirror: str) -> tuple[list[str], bool]:
                      hint="apt-get install mmdebstrap")
 
 
-async def debootstrap(source: Source, root: str, quiet: bool) -> None:
+async def debootstrap(source: Source, root: str, emit: Emit) -> None:
     suite = source.args[0]
     mirror = source.args[1] if len(source.args) > 1 else default_mirror()
     argv, streams = debootstrap_command(suite, mirror)
-    say(quiet, f"creating a {suite} root file system with {argv[0]} (this takes a while)")
+    emit(note(f"creating a {suite} root file system with {argv[0]} (this takes a while)"))
     if streams:
         r, w = os.pipe()
         async with trio.open_nursery() as nursery:
@@ -128,21 +198,21 @@ async def debootstrap(source: Source, root: str, quiet: bool) -> None:
 
             async def consume() -> None:
                 try:
-                    codes["unpack"] = await run_child(launcher("unpack", root), stdin=r)
+                    await unpack_child(root, r, f"{argv[0]} output")
                 finally:
                     os.close(r)
 
             nursery.start_soon(produce)
             nursery.start_soon(consume)
-        if codes.get("make") or codes.get("unpack"):
-            raise PlashError(f"{argv[0]} failed for suite {suite} (exit {codes.get('make') or codes.get('unpack')})")
+        if codes.get("make"):
+            raise PlashError(f"{argv[0]} failed for suite {suite} (exit {codes['make']})")
     else:
         code = await run_child([a.replace("{dir}", root) for a in argv])
         if code:
             raise PlashError(f"debootstrap failed for suite {suite} (exit {code})")
 
 
-async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: int, quiet: bool) -> int:
+async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: int, emit: Emit) -> int:
     found = store.lookup_key(layer.key)
     if found is not None:
         return found
@@ -150,7 +220,7 @@ async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: in
         staging = new_staging(store, "layer", with_work=False)  # hints only: no container needed
     else:
         staging = new_staging(store, "layer")
-        say(quiet, f"building layer {n}/{total} ({layer.where})")
+        emit(note(f"building layer {n}/{total} ({layer.where})"))
         spec = {"store": store.path, "image": parent, "shell": layer.shell, "staging": staging}
         try:
             code = await run_child(launcher("step", json.dumps(spec)))
@@ -170,11 +240,11 @@ async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: in
     return image
 
 
-def build_jobs(store: Store, prepared: Prepared, quiet: bool) -> dict[str, Job]:
+def build_jobs(store: Store, prepared: Prepared, emit: Emit) -> dict[str, Job]:
     jobs: dict[str, Job] = {}
     base = prepared.base_key
     if prepared.base_id is None:
-        jobs[base] = Job(base, (), "import", lambda: import_source(store, prepared.source, base, quiet),
+        jobs[base] = Job(base, (), "import", lambda: import_source(store, prepared.source, base, emit),
                          label=f"import {prepared.source.kind}")
     else:
         base_id = prepared.base_id
@@ -187,7 +257,7 @@ def build_jobs(store: Store, prepared: Prepared, quiet: bool) -> dict[str, Job]:
     total = len(prepared.layers)
     for n, layer in enumerate(prepared.layers, 1):
         def make(layer: Layer = layer, n: int = n):  # type: ignore[no-untyped-def]
-            return lambda parent_id: build_layer(store, parent_id, layer, n, total, quiet)
+            return lambda parent_id: build_layer(store, parent_id, layer, n, total, emit)
 
         jobs[layer.key] = Job(layer.key, (parent,), "step", make(), label=f"layer {n}")
         parent = layer.key

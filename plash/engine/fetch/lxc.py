@@ -1,0 +1,100 @@
+"""LXC image servers (SPEC 6.1): find a root file system and its digest.
+
+The simplestreams catalogue (streams/v1/index.json -> the images product
+file) gives root.tar.xz with its sha256 and size. The plain index
+(meta/1.0/index-user, index-system) has no digests, so it is used only with
+--insecure or a digest from the user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import httpx
+
+from plash.engine.fetch.http import FetchError, get_bytes
+from plash.engine.plan import debian_arch
+
+DEFAULT_URL = "https://images.linuxcontainers.org"
+
+
+def base_url() -> str:
+    return os.environ.get("PLASH_LXC_URL", DEFAULT_URL).rstrip("/")
+
+
+class Rootfs:
+    """Where a root file system tarball is, and what it must hash to (None: unverified)."""
+
+    def __init__(self, url: str, sha256: str | None, size: int | None) -> None:
+        self.url, self.sha256, self.size = url, sha256, size
+
+
+def split_name(name: str) -> tuple[str, str]:
+    distro, sep, release = name.partition(":")
+    if not sep or not distro or not release:
+        raise FetchError(f"expected DISTRO:RELEASE, got {name!r}")
+    return distro, release
+
+
+def pick_from_streams(base: str, images: dict, distro: str, release: str, arch: str) -> Rootfs | None:
+    """Pure: the newest root.tar.xz of distro:release:arch:default in a simplestreams products document."""
+    product = images.get("products", {}).get(f"{distro}:{release}:{arch}:default")
+    if not product:
+        return None
+    versions = product.get("versions", {})
+    for version in sorted(versions, reverse=True):
+        item = versions[version].get("items", {}).get("root.tar.xz")
+        if item and item.get("path") and item.get("sha256"):
+            size = item.get("size")
+            return Rootfs(f"{base}/{item['path']}", item["sha256"], int(size) if size is not None else None)
+    return None
+
+
+def pick_from_index(base: str, text: str, distro: str, release: str, arch: str) -> Rootfs | None:
+    """Pure: the rootfs of the newest build in a meta/1.0 index (lines distro;release;arch;variant;build;path/)."""
+    best: tuple[str, str] | None = None
+    for line in text.splitlines():
+        parts = line.strip().split(";")
+        if len(parts) >= 6 and parts[:4] == [distro, release, arch, "default"]:
+            if best is None or parts[4] > best[0]:
+                best = (parts[4], parts[5])
+    if best is None:
+        return None
+    return Rootfs(f"{base}/{best[1].strip('/')}/rootfs.tar.xz", None, None)
+
+
+async def resolve(c: httpx.AsyncClient, name: str, insecure: bool = False, digest: str | None = None) -> Rootfs:
+    """Find DISTRO:RELEASE for this machine's architecture on the LXC image server."""
+    distro, release = split_name(name)
+    arch = debian_arch()
+    base = base_url()
+    streams_error: str | None = None
+    try:
+        index = json.loads(await get_bytes(c, f"{base}/streams/v1/index.json"))
+        paths = [v.get("path") for v in index.get("index", {}).values() if v.get("datatype") == "image-downloads"]
+        for path in paths or ["streams/v1/images.json"]:
+            images = json.loads(await get_bytes(c, f"{base}/{path}"))
+            found = pick_from_streams(base, images, distro, release, arch)
+            if found:
+                if digest and found.sha256 != digest.lower():
+                    raise FetchError(f"{name}: the server lists sha256 {found.sha256}, not the given {digest}")
+                return found
+        streams_error = f"{name} ({arch}) is not in the image catalogue of {base}"
+    except (FetchError, ValueError) as e:
+        if isinstance(e, FetchError) and "sha256" in e.message:
+            raise
+        streams_error = e.message if isinstance(e, FetchError) else f"{base}: bad simplestreams JSON ({e})"
+    if not (insecure or digest):
+        raise FetchError(streams_error or f"{name}: not found",
+                         hint="the plain index has no digests: use --insecure (or give the sha256) to use it")
+    for index_name in ("index-user", "index-system"):
+        try:
+            text = (await get_bytes(c, f"{base}/meta/1.0/{index_name}")).decode()
+        except FetchError:
+            continue
+        found = pick_from_index(base, text, distro, release, arch)
+        if found:
+            found.sha256 = digest.lower() if digest else None
+            return found
+    raise FetchError(f"{name} ({arch}) is not on {base}")

@@ -1,0 +1,143 @@
+"""import-lxc, from-lxc and import-url against a real HTTP server on 127.0.0.1 serving real rootfs tarballs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+import rootfs
+from conftest import PLASH, Plash
+from servers import Server, add_lxc_image
+
+ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+
+
+@pytest.fixture(scope="module")
+def rootfs_xz() -> bytes:
+    buf = io.BytesIO()
+    rootfs.busybox_tar(buf, "xz")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def server(rootfs_xz: bytes):
+    s = Server()
+    add_lxc_image(s, "busybox", "1", ARCH, rootfs_xz)
+    yield s
+    s.close()
+
+
+def lxc(plash: Plash, server: Server, *args: str, **kw) -> subprocess.CompletedProcess:
+    return plash(*args, env={"PLASH_LXC_URL": server.url, "PLASH_HTTP_TIMEOUT": "2"}, **kw)
+
+
+def test_import_lxc_verifies_and_runs(plash: Plash, server: Server) -> None:
+    r = lxc(plash, server, "import-lxc", "busybox:1")
+    assert r.returncode == 0, r.stderr
+    image = r.stdout.strip()
+    assert image.isdigit()
+    assert "verified" in r.stderr  # plain progress lines without a terminal
+    assert plash.ok("run", image, "cat", "/etc/os-release").startswith("NAME=busybox")
+    r = lxc(plash, server, "import-lxc", "busybox:1", "--dry")
+    assert r.stdout.strip() == f"{server.url}/images/busybox/1/{ARCH}/default/20261101_00:00/rootfs.tar.xz"
+
+
+def test_from_lxc_is_cached(plash: Plash, server: Server) -> None:
+    first = lxc(plash, server, "build", "--from", "busybox:1", "--run", "touch /x")
+    assert first.returncode == 0, first.stderr
+    path = f"/images/busybox/1/{ARCH}/default/20261101_00:00/rootfs.tar.xz"
+    assert server.state.hits[path] == 1
+    again = lxc(plash, server, "build", "--from-lxc", "busybox:1", "--run", "touch /x")
+    assert (again.stdout, again.stderr) == (first.stdout, "")
+    assert server.state.hits[path] == 1
+
+
+@pytest.mark.parametrize("case", ["sha", "size", "unknown", "hang", "truncate-no-range", "not-a-tarball"])
+def test_bad_downloads_leave_the_store_unchanged(plash: Plash, server: Server, rootfs_xz: bytes, case: str) -> None:
+    name = "busybox:1"
+    if case == "sha":
+        add_lxc_image(server, "bad", "1", ARCH, rootfs_xz, listed_sha="0" * 64)
+        name = "bad:1"
+    elif case == "size":
+        add_lxc_image(server, "bad", "1", ARCH, rootfs_xz, listed_size=len(rootfs_xz) + 10)
+        name = "bad:1"
+    elif case == "unknown":
+        name = "nosuch:1"
+    elif case == "not-a-tarball":
+        add_lxc_image(server, "bad", "1", ARCH, b"this is not a tarball" * 100)
+        name = "bad:1"
+    else:
+        path = add_lxc_image(server, "bad", "1", ARCH, rootfs_xz)
+        server.state.faults[path] = case
+        name = "bad:1"
+    plash.ok("data")
+    before = plash.snapshot()
+    r = lxc(plash, server, "import-lxc", name, timeout=60)
+    assert r.returncode == 1
+    assert r.stdout == ""
+    errors = [line for line in r.stderr.splitlines() if line.startswith("plash error:")]
+    assert len(errors) == 1, r.stderr
+    expected = {"sha": "sha256 mismatch", "size": "size mismatch", "unknown": "not in the image catalogue",
+                "hang": "timed out", "truncate-no-range": "cannot resume", "not-a-tarball": "not a valid tarball"}[case]
+    assert expected in errors[0]
+    assert plash.snapshot() == before
+
+
+@pytest.mark.parametrize("fault", ["500-once", "truncate"])
+def test_transient_faults_are_retried(plash: Plash, server: Server, rootfs_xz: bytes, fault: str) -> None:
+    path = add_lxc_image(server, "flaky", "1", ARCH, rootfs_xz)
+    server.state.faults[path] = fault
+    r = lxc(plash, server, "import-lxc", "flaky:1")
+    assert r.returncode == 0, r.stderr
+    assert server.state.hits[path] == 2
+    assert plash.ok("run", r.stdout.strip(), "true") == ""
+
+
+def test_plain_index_needs_insecure_or_a_digest(plash: Plash, server: Server, rootfs_xz: bytes) -> None:
+    del server.state.files["/streams/v1/images.json"]
+    r = lxc(plash, server, "import-lxc", "busybox:1")
+    assert r.returncode == 1 and "--insecure" in r.stderr
+    r = lxc(plash, server, "import-lxc", "busybox:1", "--insecure")
+    assert r.returncode == 0, r.stderr
+    sha = hashlib.sha256(rootfs_xz).hexdigest()
+    assert lxc(plash, server, "import-lxc", "busybox:1", "--sha256", sha).returncode == 0
+    r = lxc(plash, server, "import-lxc", "busybox:1", "--sha256", "1" * 64)
+    assert r.returncode == 1 and "sha256 mismatch" in r.stderr
+
+
+def test_import_url(plash: Plash, server: Server, rootfs_xz: bytes) -> None:
+    server.state.files["/plain.tar.xz"] = rootfs_xz
+    url = f"{server.url}/plain.tar.xz"
+    image = plash.ok("import-url", url)
+    assert plash.ok("run", image, "true") == ""
+    sha = hashlib.sha256(rootfs_xz).hexdigest()
+    assert plash.ok("import-url", url, "--sha256", sha).isdigit()
+    r = plash("import-url", url, "--sha256", "2" * 64)
+    assert r.returncode == 1 and "sha256 mismatch" in r.stderr
+    r = plash("import-url", f"{server.url}/missing")
+    assert r.returncode == 1 and r.stderr.splitlines()[-1] == f"plash error: {server.url}/missing: HTTP 404 Not Found"
+    built = plash.ok("build", "--from-url", url, sha, "--run", "touch /u")
+    assert plash.ok("run", built, "ls", "/u") == "/u"
+
+
+def test_ctrl_c_during_download(plash: Plash, server: Server, rootfs_xz: bytes) -> None:
+    path = add_lxc_image(server, "slow", "1", ARCH, rootfs_xz)
+    server.state.faults[path] = "hang"
+    plash.ok("data")
+    before = plash.snapshot()
+    proc = subprocess.Popen(plash.command([PLASH, "import-lxc", "slow:1"], {"PLASH_LXC_URL": server.url}),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 20
+    while server.state.hits.get(path, 0) == 0:
+        assert time.time() < deadline
+        time.sleep(0.02)
+    pid = int(subprocess.run(["pgrep", "-f", f"{PLASH} import-lxc slow:1"], capture_output=True, text=True).stdout.split()[-1])
+    os.kill(pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode != 0 and out == ""
+    assert plash.snapshot() == before

@@ -1,0 +1,111 @@
+"""HTTP servers on 127.0.0.1 for tests: an LXC-style image server with fault injection.
+
+Real sockets and real HTTP (the standard library's server in a thread); the
+data are real root file system tarballs the tests make. Paths:
+
+    /streams/v1/index.json, /streams/v1/images.json   simplestreams catalogue
+    /meta/1.0/index-system                            the plain index
+    /images/<distro>/<release>/<arch>/default/<build>/rootfs.tar.xz
+
+Faults are chosen per file: `faults[path] = "500-once" | "hang" | "truncate" | "truncate-no-range"`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class Files:
+    def __init__(self) -> None:
+        self.files: dict[str, bytes] = {}
+        self.faults: dict[str, str] = {}
+        self.hits: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+
+def make_handler(state: Files) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802
+            path = self.path.split("?")[0]
+            with state.lock:
+                state.hits[path] = state.hits.get(path, 0) + 1
+                hits = state.hits[path]
+            body = state.files.get(path)
+            if body is None:
+                self.send_error(404)
+                return
+            fault = state.faults.get(path, "")
+            if fault == "500-once" and hits == 1:
+                self.send_error(500)
+                return
+            if fault == "hang":
+                time.sleep(30)
+                return
+            start = 0
+            rng = self.headers.get("Range")
+            if rng and fault != "truncate-no-range" and rng.startswith("bytes=") and rng.endswith("-"):
+                start = int(rng[6:-1])
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            else:
+                self.send_response(200)
+                if fault != "truncate-no-range":
+                    self.send_header("Accept-Ranges", "bytes")
+            part = body[start:]
+            self.send_header("Content-Length", str(len(part)))
+            self.end_headers()
+            if fault.startswith("truncate") and hits == 1:
+                self.wfile.write(part[: len(part) // 2])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(part)
+
+    return Handler
+
+
+class Server:
+    def __init__(self) -> None:
+        self.state = Files()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.state))
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def add_lxc_image(server: Server, distro: str, release: str, arch: str, rootfs: bytes, build: str = "20261101_00:00",
+                  listed_sha: str | None = None, listed_size: int | None = None) -> str:
+    """Publish a rootfs in the simplestreams catalogue and the plain index; return its path."""
+    st = server.state
+    path = f"images/{distro}/{release}/{arch}/default/{build}/"
+    st.files[f"/{path}rootfs.tar.xz"] = rootfs
+    st.files["/streams/v1/index.json"] = json.dumps({"format": "index:1.0", "index": {"images": {
+        "datatype": "image-downloads", "path": "streams/v1/images.json", "format": "products:1.0"}}}).encode()
+    images = json.loads(st.files.get("/streams/v1/images.json", b'{"products": {}}'))
+    product = images["products"].setdefault(f"{distro}:{release}:{arch}:default", {"versions": {}})
+    product["versions"][build] = {"items": {"root.tar.xz": {
+        "ftype": "root.tar.xz", "path": f"{path}rootfs.tar.xz",
+        "sha256": listed_sha or hashlib.sha256(rootfs).hexdigest(),
+        "size": listed_size if listed_size is not None else len(rootfs)}}}
+    st.files["/streams/v1/images.json"] = json.dumps(images).encode()
+    index = st.files.get("/meta/1.0/index-system", b"").decode()
+    index += f"{distro};{release};{arch};default;{build};/{path}\n"
+    st.files["/meta/1.0/index-system"] = index.encode()
+    return f"/{path}rootfs.tar.xz"
