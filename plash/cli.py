@@ -182,6 +182,25 @@ def import_url(url: str, sha: str | None, quiet: bool) -> None:
     out(imports.run_import(actions.store(), source, _emit(quiet)))
 
 
+@cli.command("import-docker")
+@click.argument("ref")
+@click.option("--quiet", is_flag=True, help="no progress on stderr")
+def import_docker(ref: str, quiet: bool) -> None:
+    """Import an OCI/Docker image: [REGISTRY/]NAME[:TAG|@sha256:DIGEST]; print the new id.
+
+    Each layer is verified against its digest and becomes one plash layer,
+    shared with other images that have it. Plain http is used only for
+    loopback registries and those in PLASH_INSECURE_REGISTRIES.
+    """
+    from plash.engine import imports
+    from plash.engine.build import resolve_source
+    from plash.engine.plan import Source
+
+    source = Source("docker", (ref,))
+    resolve_source(actions.store(), source)  # refuses forms this version cannot import
+    out(imports.run_import(actions.store(), source, _emit(quiet)))
+
+
 @cli.command("export-tar", context_settings=IMAGE_CMD)
 @click.argument("image")
 @click.argument("file", default="-")

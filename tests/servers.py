@@ -7,7 +7,8 @@ data are real root file system tarballs the tests make. Paths:
     /meta/1.0/index-system                            the plain index
     /images/<distro>/<release>/<arch>/default/<build>/rootfs.tar.xz
 
-Faults are chosen per file: `faults[path] = "500-once" | "hang" | "truncate" | "truncate-no-range"`.
+Faults are chosen per file: `faults[path] = "500-once" | "hang" | "truncate" | "truncate-no-range"`,
+or for every path: `faults["*"] = "401"` (401 without a Bearer challenge).
 """
 
 from __future__ import annotations
@@ -39,6 +40,11 @@ def make_handler(state: Files) -> type[BaseHTTPRequestHandler]:
             with state.lock:
                 state.hits[path] = state.hits.get(path, 0) + 1
                 hits = state.hits[path]
+            if state.faults.get("*") == "401":  # a registry that wants credentials, with no token service
+                self.send_response(401)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             body = state.files.get(path)
             if body is None:
                 self.send_error(404)
@@ -109,3 +115,52 @@ def add_lxc_image(server: Server, distro: str, release: str, arch: str, rootfs: 
     index += f"{distro};{release};{arch};default;{build};/{path}\n"
     st.files["/meta/1.0/index-system"] = index.encode()
     return f"/{path}rootfs.tar.xz"
+
+
+class Registry:
+    """Debian's docker-registry on 127.0.0.1 with a fresh storage dir."""
+
+    def __init__(self, workdir: str) -> None:
+        import shutil
+        import socket
+        import subprocess
+        import urllib.request
+
+        binary = shutil.which("docker-registry") or shutil.which("registry")
+        if binary is None:
+            raise FileNotFoundError("docker-registry")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        config = f"{workdir}/registry.yml"
+        with open(config, "w") as f:
+            f.write(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {workdir}/data\n"
+                    f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{self.port}\n")
+        self.proc = subprocess.Popen([binary, "serve", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 20
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v2/", timeout=1)
+                break
+            except OSError:
+                if time.time() > deadline or self.proc.poll() is not None:
+                    self.close()
+                    raise RuntimeError("docker-registry did not start")
+                time.sleep(0.1)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def push(self, layout: str, tag: str, name: str, all_platforms: bool = False) -> None:
+        import subprocess
+
+        cmd = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false"]
+        if all_platforms:
+            cmd.append("--all")
+        cmd += [f"oci:{layout}:{tag}", f"docker://{self.host}/{name}"]
+        subprocess.run(cmd, check=True, capture_output=True)
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=10)

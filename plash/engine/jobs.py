@@ -104,10 +104,10 @@ async def run_child(argv: list[str], stdin: int | None = None, stdout: int | Non
     return proc.returncode
 
 
-async def unpack_child(root: str, stdin: int, what: str) -> None:
+async def unpack_child(root: str, stdin: int, what: str, oci: bool = False) -> None:
     """Unpack a tarball from stdin into root in a launcher child; its error, if any, names `what`."""
     proc = await trio.run_process(
-        launcher("unpack", root), stdin=stdin, capture_stdout=True, capture_stderr=True, check=False,
+        launcher("unpack-oci" if oci else "unpack", root), stdin=stdin, capture_stdout=True, capture_stderr=True, check=False,
         start_new_session=True, deliver_cancel=_kill_group,
     )
     if proc.returncode:
@@ -128,6 +128,13 @@ async def import_source(store: Store, source: Source, key: str, emit: Emit, reus
     found = store.lookup_key(key) if reuse else None
     if found is not None:
         return found
+    if source.kind == "docker":
+        from plash.engine.docker import import_registry
+
+        emit(note(f"importing {source.args[0]}"))
+        image = await import_registry(store, source.args[0], emit)
+        store.record_key(key, image)
+        return image
     staging = new_staging(store, "import", with_work=False)
     root = os.path.join(staging, "img", "root")
     try:

@@ -5,6 +5,7 @@
     finish STAGING  remove launcher residue and the work dir of a staging dir
     rmtree PATH     delete a tree that may hold files of subordinate ids
     unpack DIR      unpack a tarball from stdin into DIR, in the user namespace
+    unpack-oci DIR  the same for an OCI layer (whiteouts become overlayfs whiteouts)
 """
 
 from __future__ import annotations
@@ -64,12 +65,12 @@ def main(argv: list[str]) -> int:
             from plash.store.staging import finish_staging
 
             _with_namespace_fallback(lambda: finish_staging(args[0]))
-        elif op == "unpack":
+        elif op in ("unpack", "unpack-oci"):
             from plash.launch import userns
             from plash.store.unpack import unpack
 
             userns.enter(mount_ns=False)  # inside, ownership from the tarball can be kept
-            unpack(sys.stdin.buffer, args[0])
+            unpack(sys.stdin.buffer, args[0], oci=op == "unpack-oci")
         elif op == "rmtree":
             from plash.store.layout import rmtree
 

@@ -58,6 +58,7 @@ class ContainerSpec:
         staging: str | None = None,  # keep changes in staging/img/root (create, build)
         readonly: bool = False,
         residue_file: str | None = None,
+        fallback_cwd: str = "/",  # where to start when the caller's cwd is not in the image
     ) -> None:
         self.store = store
         self.layer_dirs = layer_dirs
@@ -68,6 +69,7 @@ class ContainerSpec:
         self.staging = staging
         self.readonly = readonly
         self.residue_file = residue_file
+        self.fallback_cwd = fallback_cwd
 
 
 def root_dir(spec: ContainerSpec) -> str:
@@ -303,7 +305,7 @@ def start(spec: ContainerSpec) -> None:
     argv = list(spec.argv) or login_shell(root)
     env = dict(spec.env)
     os.chroot(root)
-    cwd = spec.cwd if os.path.isdir(spec.cwd) else "/"
+    cwd = next((d for d in (spec.cwd, spec.fallback_cwd) if os.path.isdir(d)), "/")
     os.chdir(cwd)
     if "PWD" in env:
         env["PWD"] = cwd

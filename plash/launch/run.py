@@ -21,6 +21,8 @@ def image_spec(
     chain = store.chain(image)
     meta = store.meta(image)
     assigned, argv = split_assignments(argv)
+    if not argv and meta.get("oci_cmd"):
+        argv = list(meta["oci_cmd"])  # an OCI image's Entrypoint + Cmd is its default command
     env = container_env(
         list(meta.get("env", [])), list(meta.get("env_prefix", [])), list(meta.get("oci_env", []))
     )
@@ -42,6 +44,7 @@ def image_spec(
         binds=tuple(all_binds),
         staging=staging,
         residue_file=residue_file,
+        fallback_cwd=meta.get("oci_workdir", ["/"])[0],
     )
 
 

@@ -291,6 +291,11 @@ class Store:
         keys = self.meta(image).get("key")
         return keys[0] if keys else f"image-{image}"
 
+    def record_key(self, key: str, image: int) -> None:
+        """Point a further cache key at an existing image (an import's source key, say)."""
+        self.image_dir(image)
+        self._symlink_atomic(f"../index/{image}", os.path.join(self.keys, key))
+
     def lookup_key(self, key: str) -> int | None:
         """The image built for a cache key, if it is still there."""
         return self._follow(os.path.join(self.keys, key))

@@ -22,6 +22,8 @@ from typing import BinaryIO
 from plash.errors import UnpackError
 
 _CHUNK = 1 << 20
+WHITEOUT = ".wh."
+OPAQUE = ".wh..wh..opq"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -59,7 +61,8 @@ def member_parts(name: str) -> list[str]:
 class Unpacker:
     """Creates members below one root directory, never following symlinks."""
 
-    def __init__(self, dest: str) -> None:
+    def __init__(self, dest: str, oci: bool = False) -> None:
+        self.oci = oci  # convert OCI whiteouts (.wh.NAME, .wh..wh..opq) to overlayfs form
         self.root_fd = os.open(dest, _DIR_FLAGS)
         self.dirs: dict[tuple[str, ...], int] = {(): self.root_fd}
         self.deferred: list[tuple[tuple[str, ...], tarfile.TarInfo]] = []
@@ -162,6 +165,9 @@ class Unpacker:
             return  # device nodes are skipped (whiteouts included in a plain rootfs)
         pfd = self.dir_fd(parts[:-1], info.name)
         name = parts[-1]
+        if self.oci and name.startswith(WHITEOUT):
+            self._whiteout(pfd, name, info.name)
+            return
         if info.isdir():
             if not self._clear(pfd, name, want_dir=True):
                 os.mkdir(name, 0o700, dir_fd=pfd)
@@ -224,6 +230,19 @@ class Unpacker:
                 os.close(fd)
         # other member types (sparse handled as regular by tarfile) are ignored
 
+    def _whiteout(self, pfd: int, name: str, member: str) -> None:
+        """An OCI whiteout becomes its overlayfs form in the layer."""
+        if name == OPAQUE:
+            # the directory hides everything below it in lower layers
+            os.setxattr(pfd, "user.overlay.opaque", b"y")
+            return
+        hidden = name[len(WHITEOUT):]
+        if not hidden or hidden in (".", ".."):
+            raise UnpackError(f"invalid whiteout in layer: {member}")
+        self._clear(pfd, hidden, want_dir=False)
+        # a 0:0 character device: unprivileged users may make this one (Linux >= 5.8)
+        os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
+
     @staticmethod
     def _xattrs(fd: int, info: tarfile.TarInfo) -> None:
         for key, value in info.pax_headers.items():
@@ -256,9 +275,13 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
-def unpack(stream: BinaryIO, dest: str) -> int:
-    """Unpack a (possibly compressed) tarball stream into dest; return the member count."""
-    unpacker = Unpacker(dest)
+def unpack(stream: BinaryIO, dest: str, oci: bool = False) -> int:
+    """Unpack a (possibly compressed) tarball stream into dest; return the member count.
+
+    With oci=True, the tarball is an OCI layer: its whiteouts become overlayfs
+    whiteouts and opaque directories, and an empty layer is fine.
+    """
+    unpacker = Unpacker(dest, oci)
     count = 0
     try:
         try:
@@ -276,7 +299,7 @@ def unpack(stream: BinaryIO, dest: str) -> int:
             raise UnpackError(f"not a valid tarball: {e}") from e
         except Exception as e:  # tarfile, gzip, lzma and zstandard each raise their own
             raise UnpackError(f"not a valid tarball: {e}") from e
-        if count == 0:
+        if count == 0 and not oci:
             raise UnpackError("the tarball is empty")
         unpacker.finish()
     finally:

@@ -1,0 +1,145 @@
+"""import-docker and from-docker against Debian's docker-registry on 127.0.0.1, images pushed by skopeo."""
+
+from __future__ import annotations
+
+import glob
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+import rootfs
+from conftest import Plash, need
+from oci_images import Layout, layer_tar
+from servers import Registry, Server
+
+from plash.engine.fetch.oci import choose_manifest, is_insecure_ok, parse_challenge, parse_ref
+
+
+def busybox_layer() -> bytes:
+    buf = io.BytesIO()
+    rootfs.busybox_tar(buf, "")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def registry():
+    need(shutil.which("docker-registry") is not None and shutil.which("skopeo") is not None,
+         "docker-registry and skopeo are not installed")
+    work = tempfile.mkdtemp(prefix="plash-registry-")
+    reg = Registry(work)
+    layout = Layout(Path(work) / "layout")
+    base = busybox_layer()
+    extra = layer_tar([("opt/", "dir", ""), ("opt/d/", "dir", ""), ("opt/d/a", "file", "a"), ("opt/d/b", "file", "b"),
+                       ("etc/gone", "file", "soon gone")])
+    change = layer_tar([("etc/.wh.gone", "file", ""), ("etc/two", "file", "two\n"), ("etc/two-link", "hardlink", "etc/two"),
+                        ("opt/d/.wh..wh..opq", "file", ""), ("opt/d/c", "file", "c")])
+    top = layer_tar([("etc/three", "file", "three\n")])
+    layout.image([(base, "gzip"), (extra, "gzip"), (change, "zstd"), (top, "plain")], env=["PATH=/bin", "FOO=bar"],
+                 cmd=["cat", "/etc/three"], workdir="/opt", tag="multi")
+    layout.image([(base, "gzip"), (layer_tar([("etc/other", "file", "other\n")]), "gzip")], tag="sibling")
+    amd = layout.image([(base, "gzip"), (layer_tar([("etc/arch", "file", "amd64\n")]), "gzip")], arch="amd64")
+    arm = layout.image([(base, "gzip"), (layer_tar([("etc/arch", "file", "arm64\n")]), "gzip")], arch="arm64")
+    layout.index_of([amd, arm], "list")
+    layout.write()
+    reg.push(str(layout.path), "multi", "test/multi:1")
+    reg.push(str(layout.path), "sibling", "test/multi:sibling")
+    reg.push(str(layout.path), "list", "test/list:1", all_platforms=True)
+    reg.push(str(layout.path), "sibling", "test/corrupt:1")
+    yield reg
+    reg.close()
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def test_import_docker_layers_whiteouts_config(plash: Plash, registry: Registry) -> None:
+    r = plash("import-docker", f"{registry.host}/test/multi:1")
+    assert r.returncode == 0, r.stderr
+    image = r.stdout.strip()
+    sh = "cat /etc/two /etc/three; ls /opt/d; test -e /etc/gone || echo gone; echo $FOO"
+    assert plash.ok("run", image, "sh", "-c", sh) == "two\nthree\nc\ngone\nbar"
+    assert plash.ok("run", image) == "three"  # Entrypoint + Cmd is the default command
+    assert plash.ok("run", image, "pwd", cwd="/usr/share") == "/opt"  # WorkingDir when cwd is not inside
+    inode = plash.ok("run", image, "sh", "-c", "stat -c %i /etc/two /etc/two-link").split()
+    assert inode[0] == inode[1]
+    chain = []
+    i = image
+    while i != "0":
+        chain.append(i)
+        i = plash.ok("parent", i)
+    assert len(chain) == 5  # four layers and the config layer
+    # a sibling image shares the base layer: same image, downloaded once
+    sibling = plash.ok("import-docker", f"{registry.host}/test/multi:sibling")
+    j = sibling
+    while plash.ok("parent", j) != "0":
+        j = plash.ok("parent", j)
+    assert j == chain[-1]
+    again = plash("build", "--from-docker", f"{registry.host}/test/multi:1", "--run", "touch /x")
+    assert again.returncode == 0, again.stderr
+    assert plash.ok("run", again.stdout.strip(), "cat", "/etc/three") == "three"
+
+
+def test_manifest_list_picks_this_platform(root_plash: Plash, registry: Registry) -> None:
+    need(os.uname().machine in ("x86_64", "aarch64"), "platform test knows amd64 and arm64 only")
+    image = root_plash.ok("import-docker", f"{registry.host}/test/list:1")
+    want = "amd64" if os.uname().machine == "x86_64" else "arm64"
+    assert root_plash.ok("run", image, "cat", "/etc/arch") == want
+
+
+def test_registry_errors_leave_the_store_unchanged(root_plash: Plash, registry: Registry) -> None:
+    plash = root_plash
+    plash.ok("data")
+    before = plash.snapshot()
+    r = plash("import-docker", f"{registry.host}/test/multi:nope")
+    assert r.returncode == 1 and "not found" in r.stderr.splitlines()[-1]
+    # corrupt a layer blob in the registry's storage: the digest check must catch it
+    blobs = sorted(glob.glob(f"{registry.proc.args[2].rsplit('/', 1)[0]}/data/docker/registry/v2/blobs/sha256/*/*/data"),
+                   key=os.path.getsize)
+    small = [b for b in blobs if os.path.getsize(b) > 100]
+    for b in small[:3]:
+        data = bytearray(Path(b).read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        Path(b).write_bytes(bytes(data))
+    r = plash("import-docker", f"{registry.host}/test/corrupt:1")
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("plash error:")]
+    assert len(errors) == 1 and ("mismatch" in errors[0] or "not a valid tarball" in errors[0]), r.stderr
+    assert plash.snapshot() == before
+
+
+def test_401_without_token_service(root_plash: Plash) -> None:
+    server = Server()
+    server.state.faults["*"] = "401"
+    try:
+        r = root_plash("import-docker", f"{server.url.removeprefix('http://')}/x/y:1")
+        assert r.returncode == 1
+        assert r.stderr.splitlines()[-1].endswith("HTTP 401 and no token service to ask (not an anonymous registry)")
+    finally:
+        server.close()
+
+
+def test_reference_parsing() -> None:
+    r = parse_ref("alpine")
+    assert (r.registry, r.repository, r.reference) == ("registry-1.docker.io", "library/alpine", "latest")
+    r = parse_ref("localhost:5000/a/b:1.2")
+    assert (r.registry, r.repository, r.reference) == ("localhost:5000", "a/b", "1.2")
+    d = "sha256:" + "a" * 64
+    r = parse_ref(f"quay.io/x/y@{d}")
+    assert (r.registry, r.repository, r.reference) == ("quay.io", "x/y", d)
+    for bad in ("", "UPPER", "a@sha256:12", "a b"):
+        with pytest.raises(Exception):
+            parse_ref(bad)
+    assert is_insecure_ok("127.0.0.1:5000") and is_insecure_ok("localhost:5000")
+    assert not is_insecure_ok("registry.example:5000")
+
+
+def test_bearer_challenge_and_platforms() -> None:
+    c = parse_challenge('Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a:pull"')
+    assert c == {"realm": "https://auth.example/token", "service": "registry.example", "scope": "repository:a:pull"}
+    assert parse_challenge('Basic realm="x"') == {}
+    index = {"manifests": [{"digest": "a", "platform": {"os": "linux", "architecture": "arm64"}},
+                           {"digest": "b", "platform": {"os": "linux", "architecture": "amd64"}}]}
+    assert choose_manifest(index, "amd64")["digest"] == "b"
+    with pytest.raises(Exception, match="no linux/s390x"):
+        choose_manifest(index, "s390x")
