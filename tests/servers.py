@@ -142,10 +142,10 @@ class Registry:
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v2/", timeout=1)
                 break
-            except OSError:
+            except OSError as e:
                 if time.time() > deadline or self.proc.poll() is not None:
                     self.close()
-                    raise RuntimeError("docker-registry did not start")
+                    raise RuntimeError("docker-registry did not start") from e
                 time.sleep(0.1)
 
     @property

@@ -15,6 +15,7 @@ from conftest import Plash, need
 from oci_images import Layout, layer_tar
 from servers import Registry, Server
 
+from plash.engine.fetch.http import FetchError
 from plash.engine.fetch.oci import choose_manifest, is_insecure_ok, parse_challenge, parse_ref
 
 
@@ -128,7 +129,7 @@ def test_reference_parsing() -> None:
     r = parse_ref(f"quay.io/x/y@{d}")
     assert (r.registry, r.repository, r.reference) == ("quay.io", "x/y", d)
     for bad in ("", "UPPER", "a@sha256:12", "a b"):
-        with pytest.raises(Exception):
+        with pytest.raises(FetchError, match="invalid"):
             parse_ref(bad)
     assert is_insecure_ok("127.0.0.1:5000") and is_insecure_ok("localhost:5000")
     assert not is_insecure_ok("registry.example:5000")
@@ -141,5 +142,5 @@ def test_bearer_challenge_and_platforms() -> None:
     index = {"manifests": [{"digest": "a", "platform": {"os": "linux", "architecture": "arm64"}},
                            {"digest": "b", "platform": {"os": "linux", "architecture": "amd64"}}]}
     assert choose_manifest(index, "amd64")["digest"] == "b"
-    with pytest.raises(Exception, match="no linux/s390x"):
+    with pytest.raises(FetchError, match="no linux/s390x"):
         choose_manifest(index, "s390x")
