@@ -5,6 +5,7 @@ stdout carries only results (ids, paths, values); everything else goes to stderr
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -186,18 +187,19 @@ def import_url(url: str, sha: str | None, quiet: bool) -> None:
 @click.argument("ref")
 @click.option("--quiet", is_flag=True, help="no progress on stderr")
 def import_docker(ref: str, quiet: bool) -> None:
-    """Import an OCI/Docker image: [REGISTRY/]NAME[:TAG|@sha256:DIGEST]; print the new id.
+    """Import an OCI/Docker image: [REGISTRY/]NAME[:TAG|@sha256:DIGEST], docker-archive:FILE or oci:DIR[:TAG].
 
     Each layer is verified against its digest and becomes one plash layer,
     shared with other images that have it. Plain http is used only for
     loopback registries and those in PLASH_INSECURE_REGISTRIES.
     """
     from plash.engine import imports
-    from plash.engine.build import resolve_source
     from plash.engine.plan import Source
 
+    for prefix in ("docker-archive:", "oci:"):
+        if ref.startswith(prefix):
+            ref = prefix + os.path.abspath(ref[len(prefix):])
     source = Source("docker", (ref,))
-    resolve_source(actions.store(), source)  # refuses forms this version cannot import
     out(imports.run_import(actions.store(), source, _emit(quiet)))
 
 

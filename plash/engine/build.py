@@ -56,9 +56,6 @@ def resolve_source(store: Store, source: Source | None) -> tuple[int | None, str
         if found is None:
             raise PlashError(f"no map: {source.args[0]}")
         return found, store.key_of(found)
-    if source.kind == "docker" and source.args[0].startswith(("docker-archive:", "oci:")):
-        raise PlashError(f"{source.args[0].split(':')[0]}: references are not available yet in this version of plash",
-                         hint="push the image to a registry (e.g. with skopeo) and use its reference")
     if source.kind not in ("tarball", "debootstrap", "lxc", "url", "docker"):
         raise PlashError(f"unknown image source: {source.kind}")
     key = source.import_key()

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+from typing import Awaitable, BinaryIO, Callable
 
 import trio
 
@@ -18,12 +20,16 @@ from plash.engine.events import Event
 from plash.engine.fetch import http, oci
 from plash.engine.plan import digest as key_digest
 from plash.errors import PlashError
+from plash.lang.hashpath import sha256
 from plash.store.layout import Store
 from plash.store.staging import new_staging
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from plash.engine.jobs import Emit
+
+Sink = Callable[[bytes], Awaitable[None]]
+Progress = Callable[[int, "int | None"], None]
 
 LAYER_TYPES = {
     "application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -56,53 +62,183 @@ def config_meta(config: dict) -> dict[str, list[str]]:
     return meta
 
 
-async def import_registry(store: Store, ref_text: str, emit: Emit) -> int:
-    from plash.engine.jobs import discard, unpack_child
+class RegistryBlobs:
+    """Blobs from a registry, verified while they stream."""
 
+    def __init__(self, c: object, reg: oci.Registry) -> None:
+        self.c, self.reg = c, reg
+
+    def label(self, desc: dict) -> str:
+        return f"{self.reg.ref.repository}@{desc['digest'][7:19]}"
+
+    async def fetch(self, desc: dict, sink: Sink, progress: Progress) -> None:
+        url = self.reg.blob_url(desc["digest"])
+        await http.stream(self.c, url, sink, _verified(url, desc), progress,  # type: ignore[arg-type]
+                          headers=self.reg.headers())
+
+
+class FileBlobs:
+    """Blobs from local files (an OCI layout dir, or members of a docker-archive tarball), verified too."""
+
+    def __init__(self, opener: Callable[[dict], BinaryIO], name: str) -> None:
+        self.opener, self.name = opener, name
+
+    def label(self, desc: dict) -> str:
+        return f"{self.name}@{desc['digest'][7:19]}"
+
+    async def fetch(self, desc: dict, sink: Sink, progress: Progress) -> None:
+        verify = _verified(f"{self.name} blob {desc['digest']}", desc) if desc.get("verify", True) else None
+        f = await trio.to_thread.run_sync(self.opener, desc)
+        done = 0
+        try:
+            while chunk := await trio.to_thread.run_sync(f.read, http.CHUNK):
+                if verify:
+                    verify.update(chunk)
+                await sink(chunk)
+                done += len(chunk)
+                progress(done, desc.get("size"))
+        finally:
+            f.close()
+        if verify:
+            verify.check()
+
+
+async def read_blob(blobs: RegistryBlobs | FileBlobs, desc: dict) -> bytes:
+    raw = bytearray()
+
+    async def keep(chunk: bytes) -> None:
+        raw.extend(chunk)
+
+    await blobs.fetch(desc, keep, lambda done, total: None)
+    return bytes(raw)
+
+
+async def import_registry(store: Store, ref_text: str, emit: Emit) -> int:
+    if ref_text.startswith("oci:"):
+        return await import_layout(store, ref_text[len("oci:"):], emit)
+    if ref_text.startswith("docker-archive:"):
+        return await import_archive(store, ref_text[len("docker-archive:"):], emit)
     ref = oci.parse_ref(ref_text)
     async with http.client() as c:
         reg = oci.Registry(c, ref)
         manifest, _ = await reg.manifest()
-        config_desc = manifest.get("config") or {}
-        config_raw = bytearray()
+        return await import_manifest(store, RegistryBlobs(c, reg), manifest, str(ref), emit)
 
-        async def keep(chunk: bytes) -> None:
-            config_raw.extend(chunk)
 
-        await http.stream(c, reg.blob_url(config_desc["digest"]), keep,
-                          _verified(reg.blob_url(config_desc["digest"]), config_desc), headers=reg.headers())
-        config = json.loads(bytes(config_raw))
-        layers = manifest["layers"]
-        for layer in layers:
-            if layer.get("mediaType") not in LAYER_TYPES:
-                raise http.FetchError(f"{ref}: unsupported layer type {layer.get('mediaType')}")
-        keys = layer_keys(layers)
-        ids: list[int | None] = [store.lookup_key(k) for k in keys]
-        published = [trio.Event() for _ in layers]
-        limiter = trio.CapacityLimiter(DOWNLOADS)
+async def import_layout(store: Store, spec: str, emit: Emit) -> int:
+    """oci:DIR[:TAG]: an OCI image layout directory."""
+    path, _, tag = spec.partition(":") if not os.path.isdir(spec) else (spec, "", "")
+    try:
+        with open(os.path.join(path, "index.json")) as f:
+            index = json.load(f)
+    except (OSError, ValueError) as e:
+        raise PlashError(f"oci:{spec}: not an OCI image layout ({getattr(e, 'strerror', None) or e})") from None
 
-        async def one(i: int) -> None:
-            if ids[i] is not None:
-                published[i].set()
-                return
-            layer = layers[i]
-            staging = new_staging(store, "oci", with_work=False)
-            root = os.path.join(staging, "img", "root")
-            try:
-                async with limiter:
-                    await _fetch_layer(c, reg, layer, root, emit, unpack_child)
-                if i:
-                    await published[i - 1].wait()
-                parent = ids[i - 1] if i else 0
-                assert parent is not None
-                ids[i] = store.lookup_key(keys[i]) or store.publish(os.path.join(staging, "img"), parent, None, keys[i])
-                published[i].set()
-            finally:
-                await discard(staging)
+    def opener(desc: dict) -> BinaryIO:
+        algo, _, hexd = desc["digest"].partition(":")
+        if algo != "sha256" or not hexd.isalnum():
+            raise PlashError(f"oci:{spec}: unsupported digest {desc['digest']!r}")
+        try:
+            return open(os.path.join(path, "blobs", algo, hexd), "rb")
+        except OSError as e:
+            raise PlashError(f"oci:{spec}: missing blob {desc['digest']}: {e.strerror}") from None
 
-        async with trio.open_nursery() as nursery:
-            for i in range(len(layers)):
-                nursery.start_soon(one, i)
+    blobs = FileBlobs(opener, f"oci:{path}")
+    entries = index.get("manifests", [])
+    if tag:
+        entries = [m for m in entries if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag]
+    if len(entries) != 1:
+        raise PlashError(f"oci:{spec}: {'no image tagged ' + tag if tag else 'several images: name one with oci:DIR:TAG'}"
+                         if not (tag and entries) else f"oci:{spec}: several images tagged {tag}")
+    entry = entries[0]
+    doc = json.loads(await read_blob(blobs, entry))
+    if entry.get("mediaType") in oci.INDEX_TYPES or "manifests" in doc:
+        entry = oci.choose_manifest(doc)
+        doc = json.loads(await read_blob(blobs, entry))
+    return await import_manifest(store, blobs, doc, f"oci:{spec}", emit)
+
+
+async def import_archive(store: Store, path: str, emit: Emit) -> int:
+    """docker-archive:FILE: the output of `docker save` (manifest.json, config, layer tarballs)."""
+    import tarfile
+
+    try:
+        archive = tarfile.open(path)
+    except OSError as e:
+        raise PlashError(f"docker-archive:{path}: cannot open: {e.strerror}") from None
+    except tarfile.TarError as e:
+        raise PlashError(f"docker-archive:{path}: not a tarball ({e})") from None
+    try:
+        with archive.extractfile("manifest.json") as f:  # type: ignore[union-attr]
+            entries = json.load(f)
+    except (OSError, tarfile.TarError, KeyError, ValueError, AttributeError) as e:
+        raise PlashError(f"docker-archive:{path}: not a docker save archive ({e})") from None
+    if len(entries) != 1:
+        raise PlashError(f"docker-archive:{path}: holds {len(entries)} images, plash imports archives of one")
+    entry = entries[0]
+    lock = threading.Lock()
+
+    def opener(desc: dict) -> BinaryIO:
+        with lock:
+            member = archive.extractfile(desc["member"])
+        if member is None:
+            raise PlashError(f"docker-archive:{path}: missing {desc['member']}")
+        return member  # type: ignore[return-value]
+
+    with opener({"member": entry["Config"]}) as f:
+        config_raw = f.read()
+    config = json.loads(config_raw)
+    diff_ids = config.get("rootfs", {}).get("diff_ids", [])
+    layers = []
+    for i, member in enumerate(entry["Layers"]):
+        with opener({"member": member}) as f:
+            magic = f.read(4)
+        compressed = magic[:2] == b"\x1f\x8b" or magic == b"\x28\xb5\x2f\xfd"
+        diff = diff_ids[i] if i < len(diff_ids) else ""
+        # docker save writes layers uncompressed: their sha256 is the config's diff_id
+        layers.append({"digest": diff or f"sha256:{'0' * 64}", "member": member, "verify": bool(diff) and not compressed,
+                       "mediaType": "application/vnd.oci.image.layer.v1.tar"})
+    config_digest = "sha256:" + sha256(config_raw).hexdigest()
+    manifest = {"layers": layers, "config": {"digest": config_digest}, "_config": config}
+    archive_blobs = FileBlobs(opener, f"docker-archive:{path}")
+    return await import_manifest(store, archive_blobs, manifest, f"docker-archive:{path}", emit)
+
+
+async def import_manifest(store: Store, blobs: RegistryBlobs | FileBlobs, manifest: dict, name: str, emit: Emit) -> int:
+    from plash.engine.jobs import discard, unpack_child
+
+    config_desc = manifest.get("config") or {}
+    config = manifest.get("_config") or json.loads(await read_blob(blobs, config_desc))
+    layers = manifest["layers"]
+    for layer in layers:
+        if layer.get("mediaType") not in LAYER_TYPES:
+            raise http.FetchError(f"{name}: unsupported layer type {layer.get('mediaType')}")
+    keys = layer_keys(layers)
+    ids: list[int | None] = [store.lookup_key(k) for k in keys]
+    published = [trio.Event() for _ in layers]
+    limiter = trio.CapacityLimiter(DOWNLOADS)
+
+    async def one(i: int) -> None:
+        if ids[i] is not None:
+            published[i].set()
+            return
+        staging = new_staging(store, "oci", with_work=False)
+        root = os.path.join(staging, "img", "root")
+        try:
+            async with limiter:
+                await _fetch_layer(blobs, layers[i], root, emit, unpack_child)
+            if i:
+                await published[i - 1].wait()
+            parent = ids[i - 1] if i else 0
+            assert parent is not None
+            ids[i] = store.lookup_key(keys[i]) or store.publish(os.path.join(staging, "img"), parent, None, keys[i])
+            published[i].set()
+        finally:
+            await discard(staging)
+
+    async with trio.open_nursery() as nursery:
+        for i in range(len(layers)):
+            nursery.start_soon(one, i)
     top = ids[-1] if ids else 0
     assert top is not None
     final_key = key_digest("oci-config", keys[-1] if keys else "", config_desc["digest"])
@@ -123,17 +259,17 @@ def _verified(url: str, desc: dict) -> http.Verified:
     return http.Verified(url, d[len("sha256:"):], desc.get("size"))
 
 
-async def _fetch_layer(c, reg: oci.Registry, layer: dict, root: str, emit: Emit, unpack_child) -> None:  # type: ignore[no-untyped-def]
+async def _fetch_layer(blobs: RegistryBlobs | FileBlobs, layer: dict, root: str, emit: Emit,
+                       unpack_child: Callable[..., Awaitable[None]]) -> None:
     """Stream one layer blob into an OCI unpacker, checking its digest and size on the way."""
-    url = reg.blob_url(layer["digest"])
-    verify = _verified(url, layer)
-    label = f"{reg.ref.repository}@{layer['digest'][7:19]}"
+    label = blobs.label(layer)
     emit(Event("download-start", label, 0, layer.get("size")))
     r, w = os.pipe()
+    done = 0
     async with trio.open_nursery() as nursery:
         async def unpacker() -> None:
             try:
-                await unpack_child(root, r, url, oci=True)
+                await unpack_child(root, r, label, oci=True)
             finally:
                 os.close(r)
 
@@ -143,12 +279,14 @@ async def _fetch_layer(c, reg: oci.Registry, layer: dict, root: str, emit: Emit,
             async def sink(chunk: bytes) -> None:
                 await out.send_all(chunk)
 
-            def progress(done: int, total: int | None) -> None:
-                emit(Event("download-progress", label, done, total))
+            def progress(n: int, total: int | None) -> None:
+                nonlocal done
+                done = n
+                emit(Event("download-progress", label, n, total))
 
-            await http.stream(c, url, sink, verify, progress, headers=reg.headers())
+            await blobs.fetch(layer, sink, progress)
         except trio.BrokenResourceError:
             pass  # the unpacker stopped; its error is raised from the nursery
         finally:
             await out.aclose()
-    emit(Event("download-done", label, verify.count, verify.count))
+    emit(Event("download-done", label, done, done))

@@ -6,6 +6,7 @@ import glob
 import io
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -49,6 +50,14 @@ def registry():
     reg.push(str(layout.path), "sibling", "test/multi:sibling")
     reg.push(str(layout.path), "list", "test/list:1", all_platforms=True)
     reg.push(str(layout.path), "sibling", "test/corrupt:1")
+    reg.layout = layout.path  # type: ignore[attr-defined]
+    archive = Path(work) / "multi.tar"
+    subprocess.run(["skopeo", "copy", "--quiet", f"oci:{layout.path}:sibling", f"docker-archive:{archive}:test/sibling:1"],
+                   check=True, capture_output=True)
+    archive.chmod(0o644)
+    reg.archive = archive  # type: ignore[attr-defined]
+    os.chmod(work, 0o755)
+    subprocess.run(["chmod", "-R", "a+rX", str(layout.path)], check=True)
     yield reg
     reg.close()
     shutil.rmtree(work, ignore_errors=True)
@@ -144,3 +153,18 @@ def test_bearer_challenge_and_platforms() -> None:
     assert choose_manifest(index, "amd64")["digest"] == "b"
     with pytest.raises(FetchError, match="no linux/s390x"):
         choose_manifest(index, "s390x")
+
+
+def test_local_oci_layout_and_docker_archive(plash: Plash, registry: Registry) -> None:
+    sh = "cat /etc/two /etc/three; ls /opt/d; test -e /etc/gone || echo gone; echo $FOO"
+    want = "two\nthree\nc\ngone\nbar"
+    from_layout = plash.ok("import-docker", f"oci:{registry.layout}:multi")  # type: ignore[attr-defined]
+    assert plash.ok("run", from_layout, "sh", "-c", sh) == want
+    # docker archives cannot hold zstd layers: this one is the gzip-only sibling image
+    from_archive = plash.ok("import-docker", f"docker-archive:{registry.archive}")  # type: ignore[attr-defined]
+    assert plash.ok("run", from_archive, "cat", "/etc/other", "/etc/os-release").startswith("other\nNAME=busybox")
+    r = plash("import-docker", f"oci:{registry.layout}:nope")  # type: ignore[attr-defined]
+    assert r.returncode == 1 and "no image tagged nope" in r.stderr
+    r = plash("import-docker", "docker-archive:/nonexistent.tar")
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-1] == "plash error: docker-archive:/nonexistent.tar: cannot open: No such file or directory"
