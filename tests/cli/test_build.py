@@ -175,10 +175,17 @@ def test_eval_and_help_macros(plash: Plash) -> None:
         assert name in listing
 
 
-def test_network_sources_say_not_yet(plash: Plash) -> None:
-    for macro, arg in (("--from-lxc", "alpine:edge"), ("--from-docker", "alpine"), ("--from-url", "http://127.0.0.1:9/x")):
-        r = build(plash, macro, arg)
-        assert r.returncode == 1 and "not available yet" in r.stderr
+def test_unreachable_sources_give_one_error_line(plash: Plash) -> None:
+    plash.ok("data")
+    before = plash.snapshot()
+    env = {"PLASH_LXC_URL": "http://127.0.0.1:9", "PLASH_HTTP_TIMEOUT": "2"}
+    for macro, arg in (("--from-lxc", "alpine:edge"), ("--from-docker", "127.0.0.1:9/alpine"),
+                       ("--from-url", "http://127.0.0.1:9/x.tar")):
+        r = build(plash, macro, arg, env=env)
+        assert r.returncode == 1
+        errors = [line for line in r.stderr.splitlines() if line.startswith("plash error:")]
+        assert len(errors) == 1 and "127.0.0.1:9" in errors[0], r.stderr
+    assert plash.snapshot() == before
 
 
 def test_ctrl_c_stops_the_build_and_leaves_nothing(plash: Plash, image: str) -> None:
