@@ -24,6 +24,7 @@ class Files:
     def __init__(self) -> None:
         self.files: dict[str, bytes] = {}
         self.faults: dict[str, str] = {}
+        self.proxy: str | None = None  # host:port of a registry to front with a Bearer token flow
         self.hits: dict[str, int] = {}
         self.lock = threading.Lock()
 
@@ -40,6 +41,24 @@ def make_handler(state: Files) -> type[BaseHTTPRequestHandler]:
             with state.lock:
                 state.hits[path] = state.hits.get(path, 0) + 1
                 hits = state.hits[path]
+            if state.proxy and path == "/token":  # the anonymous token service of the Bearer flow
+                body = b'{"token": "let-me-in"}'
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            if state.proxy and path.startswith("/v2/"):
+                if self.headers.get("Authorization") != "Bearer let-me-in":
+                    self.send_response(401)
+                    host = self.headers.get("Host")
+                    self.send_header("WWW-Authenticate",
+                                     f'Bearer realm="http://{host}/token",service="test",scope="repository:x:pull"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self._proxy(path)
+                return
             if state.faults.get("*") == "401":  # a registry that wants credentials, with no token service
                 self.send_response(401)
                 self.send_header("Content-Length", "0")
@@ -76,12 +95,30 @@ def make_handler(state: Files) -> type[BaseHTTPRequestHandler]:
                 return
             self.wfile.write(part)
 
+        def _proxy(self, path: str) -> None:
+            import urllib.error
+            import urllib.request
+
+            req = urllib.request.Request(f"http://{state.proxy}{self.path}",
+                                         headers={"Accept": self.headers.get("Accept", "*/*")})
+            try:
+                with urllib.request.urlopen(req) as r:
+                    body, status, ctype = r.read(), r.status, r.headers.get("Content-Type", "")
+            except urllib.error.HTTPError as e:
+                body, status, ctype = e.read(), e.code, e.headers.get("Content-Type", "")
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
     return Handler
 
 
 class Server:
-    def __init__(self) -> None:
+    def __init__(self, proxy: str | None = None) -> None:
         self.state = Files()
+        self.state.proxy = proxy
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(self.state))
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)

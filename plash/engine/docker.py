@@ -215,30 +215,30 @@ async def import_manifest(store: Store, blobs: RegistryBlobs | FileBlobs, manife
             raise http.FetchError(f"{name}: unsupported layer type {layer.get('mediaType')}")
     keys = layer_keys(layers)
     ids: list[int | None] = [store.lookup_key(k) for k in keys]
-    published = [trio.Event() for _ in layers]
     limiter = trio.CapacityLimiter(DOWNLOADS)
+    stagings: dict[int, str] = {}
 
     async def one(i: int) -> None:
-        if ids[i] is not None:
-            published[i].set()
-            return
-        staging = new_staging(store, "oci", with_work=False)
-        root = os.path.join(staging, "img", "root")
-        try:
-            async with limiter:
-                await _fetch_layer(blobs, layers[i], root, emit, unpack_child)
-            if i:
-                await published[i - 1].wait()
-            parent = ids[i - 1] if i else 0
-            assert parent is not None
-            ids[i] = store.lookup_key(keys[i]) or store.publish(os.path.join(staging, "img"), parent, None, keys[i])
-            published[i].set()
-        finally:
-            await discard(staging)
+        staging = stagings[i] = new_staging(store, "oci", with_work=False)
+        async with limiter:
+            await _fetch_layer(blobs, layers[i], os.path.join(staging, "img", "root"), emit, unpack_child)
 
-    async with trio.open_nursery() as nursery:
-        for i in range(len(layers)):
-            nursery.start_soon(one, i)
+    try:
+        # all missing layers download and unpack side by side; nothing is published
+        # until every one of them is verified, so a bad blob leaves the store as it was
+        async with trio.open_nursery() as nursery:
+            for i in range(len(layers)):
+                if ids[i] is None:
+                    nursery.start_soon(one, i)
+        for i, key in enumerate(keys):
+            if ids[i] is None:
+                parent = ids[i - 1] if i else 0
+                assert parent is not None
+                ids[i] = store.lookup_key(key) or store.publish(os.path.join(stagings[i], "img"), parent, None, key)
+    finally:
+        with trio.CancelScope(shield=True):
+            for staging in stagings.values():
+                await discard(staging)
     top = ids[-1] if ids else 0
     assert top is not None
     final_key = key_digest("oci-config", keys[-1] if keys else "", config_desc["digest"])

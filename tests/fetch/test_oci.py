@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import glob
 import io
+import json
 import os
 import shutil
 import subprocess
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,14 @@ def registry():
     reg.push(str(layout.path), "multi", "test/multi:1")
     reg.push(str(layout.path), "sibling", "test/multi:sibling")
     reg.push(str(layout.path), "list", "test/list:1", all_platforms=True)
-    reg.push(str(layout.path), "sibling", "test/corrupt:1")
+    corrupt = layer_tar([("etc/unique", "file", "corrupt me " * 1000)])
+    layout.image([(base, "gzip"), (corrupt, "gzip")], tag="corrupt")
+    layout.write()
+    reg.push(str(layout.path), "corrupt", "test/corrupt:1")
+    req = urllib.request.Request(f"http://{reg.host}/v2/test/corrupt/manifests/1",
+                                 headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    with urllib.request.urlopen(req) as r:  # skopeo may have recompressed the layer: ask the registry
+        reg.corrupt_blob = json.load(r)["layers"][-1]["digest"]  # type: ignore[attr-defined]
     reg.layout = layout.path  # type: ignore[attr-defined]
     archive = Path(work) / "multi.tar"
     subprocess.run(["skopeo", "copy", "--quiet", f"oci:{layout.path}:sibling", f"docker-archive:{archive}:test/sibling:1"],
@@ -103,18 +111,18 @@ def test_registry_errors_leave_the_store_unchanged(root_plash: Plash, registry: 
     before = plash.snapshot()
     r = plash("import-docker", f"{registry.host}/test/multi:nope")
     assert r.returncode == 1 and "not found" in r.stderr.splitlines()[-1]
-    # corrupt a layer blob in the registry's storage: the digest check must catch it
-    blobs = sorted(glob.glob(f"{registry.proc.args[2].rsplit('/', 1)[0]}/data/docker/registry/v2/blobs/sha256/*/*/data"),
-                   key=os.path.getsize)
-    small = [b for b in blobs if os.path.getsize(b) > 100]
-    for b in small[:3]:
-        data = bytearray(Path(b).read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        Path(b).write_bytes(bytes(data))
+    # corrupt a (plain, unshared) layer blob in the registry's storage: the digest check must catch it
+    hexd = registry.corrupt_blob[7:]  # type: ignore[attr-defined]
+    storage = registry.proc.args[2].rsplit("/", 1)[0]
+    blob = Path(f"{storage}/data/docker/registry/v2/blobs/sha256/{hexd[:2]}/{hexd}/data")
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
     r = plash("import-docker", f"{registry.host}/test/corrupt:1")
     assert r.returncode == 1
     errors = [line for line in r.stderr.splitlines() if line.startswith("plash error:")]
-    assert len(errors) == 1 and ("mismatch" in errors[0] or "not a valid tarball" in errors[0]), r.stderr
+    # the flipped byte breaks either the digest or first the compression (gzip's own check)
+    assert len(errors) == 1 and ("sha256 mismatch" in errors[0] or "not a valid tarball" in errors[0]), r.stderr
     assert plash.snapshot() == before
 
 
@@ -168,3 +176,28 @@ def test_local_oci_layout_and_docker_archive(plash: Plash, registry: Registry) -
     r = plash("import-docker", "docker-archive:/nonexistent.tar")
     assert r.returncode == 1
     assert r.stderr.splitlines()[-1] == "plash error: docker-archive:/nonexistent.tar: cannot open: No such file or directory"
+
+
+def test_anonymous_bearer_token_flow(root_plash: Plash, registry: Registry) -> None:
+    front = Server(proxy=registry.host)  # answers 401 with a Bearer challenge until given the token
+    try:
+        host = front.url.removeprefix("http://")
+        image = root_plash.ok("import-docker", f"{host}/test/multi:sibling")
+        assert root_plash.ok("run", image, "cat", "/etc/other") == "other"
+        assert front.state.hits["/token"] >= 1
+    finally:
+        front.close()
+
+
+def test_malicious_layer_writes_nothing_outside(root_plash: Plash, registry: Registry, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    layout = Layout(tmp_path / "evil")
+    layout.image([(busybox_layer(), "gzip"), (layer_tar([("../../../../../../" + str(outside).lstrip("/"), "file", "x")]), "gzip")],
+                 tag="evil")
+    layout.write()
+    registry.push(str(layout.path), "evil", "test/evil:1")
+    before = (root_plash.ok("data"), root_plash.snapshot())
+    r = root_plash("import-docker", f"{registry.host}/test/evil:1")
+    assert r.returncode == 1 and "unsafe path" in r.stderr.splitlines()[-1]
+    assert not outside.exists()
+    assert root_plash.snapshot() == before[1]
