@@ -104,6 +104,33 @@ async def run_child(argv: list[str], stdin: int | None = None, stdout: int | Non
     return proc.returncode
 
 
+async def run_streaming(argv: list[str], on_line: Callable[[str], None]) -> int:
+    """Run a child in its own session with stdout and stderr read line by line."""
+    r, w = os.pipe()
+    try:
+        proc = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL, stdout=w, stderr=w,
+                                                start_new_session=True)
+    finally:
+        os.close(w)
+    reader = trio.lowlevel.FdStream(r)
+    try:
+        pending = b""
+        while chunk := await reader.receive_some(65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                on_line(line.decode(errors="replace"))
+        if pending:
+            on_line(pending.decode(errors="replace"))
+        return await proc.wait()
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await _kill_group(proc)
+            await proc.wait()
+        raise
+    finally:
+        await reader.aclose()
+
+
 async def unpack_child(root: str, stdin: int, what: str, oci: bool = False) -> None:
     """Unpack a tarball from stdin into root in a launcher child; its error, if any, names `what`."""
     proc = await trio.run_process(
@@ -230,7 +257,13 @@ async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: in
         emit(note(f"building layer {n}/{total} ({layer.where})"))
         spec = {"store": store.path, "image": parent, "shell": layer.shell, "staging": staging}
         try:
-            code = await run_child(launcher("step", json.dumps(spec)))
+            argv = launcher("step", json.dumps(spec))
+            if getattr(emit, "wants_output", False):  # a live display: lines go through it
+                label = f"layer {n}/{total}"
+                code = await run_streaming(argv, lambda line: emit(Event("step-output", label, text=line)))
+                emit(Event("step-done", label))
+            else:
+                code = await run_child(argv)
         except BaseException:
             await discard(staging)
             raise

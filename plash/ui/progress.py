@@ -29,7 +29,9 @@ class Plain:
 
 
 class Rich:
-    """Live bars per download (bytes, rate, ETA) on a terminal."""
+    """Live bars per download (bytes, rate, ETA) and a row per build step with its latest output."""
+
+    wants_output = True  # build steps' output is read and shown through this display
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -49,7 +51,17 @@ class Rich:
         elif e.kind == "download-done" and e.label in self.tasks:
             self.progress.update(self.tasks[e.label], completed=e.done, total=e.done)
         elif e.kind == "note":
-            self.progress.console.print(f"plash: {e.label}", highlight=False)
+            self.progress.console.print(f"plash: {e.label}", highlight=False, markup=False)
+        elif e.kind == "step-output":
+            line = e.text.expandtabs()
+            self.progress.console.print(line, highlight=False, markup=False, style="dim")
+            row = f"{e.label}: {line[:60]}"
+            if e.label in self.tasks:
+                self.progress.update(self.tasks[e.label], description=row)
+            else:
+                self.tasks[e.label] = self.progress.add_task(row, total=None)
+        elif e.kind == "step-done" and e.label in self.tasks:
+            self.progress.remove_task(self.tasks.pop(e.label))  # its output is above the bars
 
     def close(self) -> None:
         self.progress.stop()

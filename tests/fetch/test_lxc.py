@@ -141,3 +141,39 @@ def test_ctrl_c_during_download(plash: Plash, server: Server, rootfs_xz: bytes) 
     out, err = proc.communicate(timeout=20)
     assert proc.returncode != 0 and out == ""
     assert plash.snapshot() == before
+
+
+def on_terminal(plash: Plash, server: Server, *args: str) -> tuple[str, str]:
+    """Run plash with stderr on a pseudo-terminal and stdout on a pipe; return (stdout, terminal text)."""
+    import pty
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(plash.command([PLASH, *args], {"PLASH_LXC_URL": server.url, "TERM": "xterm"}),
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave, cwd=plash.work)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the terminal's last writer is gone
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(master)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, shown
+    return out.decode(), shown.decode(errors="replace")
+
+
+def test_progress_on_a_terminal_and_results_on_stdout(root_plash: Plash, server: Server) -> None:
+    out, text = on_terminal(root_plash, server, "import-lxc", "busybox:1")
+    assert out.strip().isdigit()  # stdout: the id alone
+    assert "\x1b[" in text  # rich drew on the terminal
+    assert "rootfs.tar.xz" in text and "━" in text  # a bar for the download
+    out, text = on_terminal(root_plash, server, "build", "--from-lxc", "busybox:1", "--run", "echo step-line-$((6*7))")
+    assert out.strip().isdigit()
+    assert "step-line-42" in text and "layer 1/1" in text  # the step's output, through the live display
+    # and --quiet shows nothing at all
+    r = lxc(root_plash, server, "import-lxc", "--quiet", "busybox:1")
+    assert r.returncode == 0 and r.stderr == ""
