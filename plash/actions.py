@@ -259,7 +259,10 @@ def clean() -> list[str]:
     s = store()
     removed, dirs = s.clean_plan()
     for d in dirs:
-        rmtree_anywhere(d)
+        try:
+            rmtree_anywhere(d)
+        except (OSError, PlashError):
+            removed.append(f"(could not delete all of {os.path.relpath(d, s.path)} yet; run clean again)")
     return removed
 
 
@@ -295,3 +298,43 @@ def purge() -> bool:
             os.rename(path, aside)
     rmtree_anywhere(aside)
     return True
+
+
+def fsck(repair: bool) -> tuple[list[str], list[str]]:
+    """Check the store; with repair, fix what can be fixed safely. Returns (problems, repaired)."""
+    s = store()
+    problems: list[str] = []
+    for d, label in ((s.index, "index"), (s.maps, "map"), (s.keys, "keys")):
+        if not os.path.isdir(d):
+            continue
+        for name in sorted(os.listdir(d)):
+            p = os.path.join(d, name)
+            if os.path.islink(p) and not os.path.exists(p):
+                problems.append(f"{label}/{name}: points to nothing")
+    broken = []
+    for image in s.ids():
+        d = s.image_dir(image)
+        missing = [x for x in ("root", "meta") if not os.path.lexists(os.path.join(d, x))]
+        if missing:
+            problems.append(f"image {image}: missing {' and '.join(missing)}")
+            broken.append(image)
+    indexed = {os.path.realpath(s.image_dir(i)) for i in s.ids()}
+    for dirpath, dirnames, _ in os.walk(s.root0):
+        for dn in list(dirnames):
+            if dn.isdigit() and os.path.realpath(os.path.join(dirpath, dn)) not in indexed:
+                problems.append(f"{os.path.relpath(os.path.join(dirpath, dn), s.path)}: image dir without index entry")
+        dirnames[:] = [dn for dn in dirnames if dn.isdigit()]
+    from plash.store.layout import owner_alive
+
+    for name in sorted(os.listdir(s.tmp)):
+        if not owner_alive(name):
+            problems.append(f"tmp/{name}: left by a process that is gone")
+    repaired: list[str] = []
+    if repair and problems:
+        for image in broken:
+            try:
+                repaired += [f"removed broken image {i}" for i in remove(str(image))]
+            except PlashError:
+                pass
+        repaired += [f"removed {r}" for r in clean()]
+    return problems, repaired

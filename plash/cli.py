@@ -87,6 +87,32 @@ def b_cmd(plashcmd: str, macros: tuple[str, ...]) -> None:
     frontend.b([plashcmd, *macros])
 
 
+@cli.command("warm")
+@click.option("-j", "--jobs", "parallel", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="build steps run at once")
+@click.option("--keep-going", is_flag=True, help="build all that can be built when one file fails")
+@click.option("--quiet", is_flag=True, help="no progress on stderr")
+@click.argument("files", nargs=-1, required=True)
+def warm(parallel: int, keep_going: bool, quiet: bool, files: tuple[str, ...]) -> None:
+    """Build many build files or plash executables at once, as one DAG; print `<id> <file>` for each.
+
+    Layers they share are built or downloaded once. For CI warm-up.
+    """
+    from plash import frontend
+    from plash.engine.warm import warm as warm_files
+
+    failed = 0
+    for f, result in warm_files(actions.store(), list(files), parallel, keep_going, frontend.emitter(quiet)):
+        if isinstance(result, int):
+            out(f"{result} {f}")
+        else:
+            failed += 1
+            msg = result.message if f in result.message else f"{f}: {result.message}"
+            click.echo(f"plash error: {msg}", err=True)
+    if failed:
+        raise PlashError(f"{failed} of {len(files)} file(s) failed")
+
+
 @cli.command("eval", context_settings=IMAGE_CMD)
 @click.argument("macros", nargs=-1, type=click.UNPROCESSED)
 def eval_cmd(macros: tuple[str, ...]) -> None:
@@ -288,6 +314,19 @@ def clean() -> None:
     removed = actions.clean()
     for r in removed:
         click.echo(f"removed {r}", err=True)
+
+
+@cli.command("fsck")
+@click.option("--repair", is_flag=True, help="fix what can be fixed safely")
+def fsck(repair: bool) -> None:
+    """Check the store: dangling entries, broken or orphaned images, leftover temp dirs."""
+    problems, repaired = actions.fsck(repair)
+    for p in problems:
+        click.echo(f"plash fsck: {p}", err=True)
+    for r in repaired:
+        click.echo(f"plash fsck: {r}", err=True)
+    if problems and not repair:
+        raise PlashError(f"the store has {len(problems)} problem(s)", hint="plash fsck --repair")
 
 
 @cli.command("shrink")

@@ -155,6 +155,14 @@ async def import_source(store: Store, source: Source, key: str, emit: Emit, reus
     found = store.lookup_key(key) if reuse else None
     if found is not None:
         return found
+    async with KeyLock(store, key, emit, f"the {source.kind} image {' '.join(source.args)}"):
+        found = store.lookup_key(key) if reuse else None
+        if found is not None:
+            return found
+        return await _import_source(store, source, key, emit, insecure)
+
+
+async def _import_source(store: Store, source: Source, key: str, emit: Emit, insecure: bool) -> int:
     if source.kind == "docker":
         from plash.engine.docker import import_registry
 
@@ -246,10 +254,54 @@ async def debootstrap(source: Source, root: str, emit: Emit) -> None:
             raise PlashError(f"debootstrap failed for suite {suite} (exit {code})")
 
 
+class KeyLock:
+    """An exclusive lock per cache key across processes (flock), polled so that trio can cancel it.
+
+    Whoever holds it makes the layer or import; the others wait, then look
+    the key up again and reuse what was made.
+    """
+
+    def __init__(self, store: Store, key: str, emit: Emit, what: str) -> None:
+        self.path = os.path.join(store.path, "locks", key)
+        self.emit, self.what = emit, what
+        self.fd = -1
+
+    async def __aenter__(self) -> None:
+        import fcntl
+
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        told = False
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if not told:
+                    self.emit(note(f"waiting for another plash process making {self.what}"))
+                    told = True
+                try:
+                    await trio.sleep(0.05)
+                except BaseException:
+                    os.close(self.fd)
+                    raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        os.close(self.fd)  # closing releases the flock
+
+
 async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: int, emit: Emit) -> int:
     found = store.lookup_key(layer.key)
     if found is not None:
         return found
+    async with KeyLock(store, layer.key, emit, f"layer {n}/{total} ({layer.where})"):
+        found = store.lookup_key(layer.key)  # look again: another process may have made it meanwhile
+        if found is not None:
+            return found
+        return await _build_layer(store, parent, layer, n, total, emit)
+
+
+async def _build_layer(store: Store, parent: int, layer: Layer, n: int, total: int, emit: Emit) -> int:
     if not layer.shell.strip():
         staging = new_staging(store, "layer", with_work=False)  # hints only: no container needed
     else:

@@ -52,8 +52,17 @@ def check_dag(jobs: dict[str, Job]) -> None:
         visit(k)
 
 
-async def run_dag(jobs: dict[str, Job], limits: dict[str, int]) -> dict[str, Any]:
-    """Run all jobs respecting dependencies and per-resource limits; return results by key."""
+class Skipped(Exception):
+    """A job that did not run because a job it depends on failed (with keep_going)."""
+
+
+async def run_dag(jobs: dict[str, Job], limits: dict[str, int], keep_going: bool = False) -> dict[str, Any]:
+    """Run all jobs respecting dependencies and per-resource limits; return results by key.
+
+    Normally the first failure cancels everything. With keep_going, a failed
+    job's exception becomes its result, the jobs depending on it get Skipped,
+    and everything else still runs.
+    """
     check_dag(jobs)
     limiters = {name: trio.CapacityLimiter(n) for name, n in limits.items()}
     results: dict[str, Any] = {}
@@ -64,11 +73,19 @@ async def run_dag(jobs: dict[str, Job], limits: dict[str, int]) -> dict[str, Any
     async def one(job: Job) -> None:
         limiter = limiters.get(job.resource)
         args = [results[d] for d in job.deps]
-        if limiter is None:
-            results[job.key] = await job.run(*args)
-        else:
-            async with limiter:
+        failed = next((a for a in args if isinstance(a, BaseException)), None)
+        try:
+            if failed is not None:
+                results[job.key] = Skipped(str(failed))
+            elif limiter is None:
                 results[job.key] = await job.run(*args)
+            else:
+                async with limiter:
+                    results[job.key] = await job.run(*args)
+        except Exception as e:
+            if not keep_going:
+                raise
+            results[job.key] = e
         await send.send(job.key)
 
     async with trio.open_nursery() as nursery:
