@@ -326,6 +326,20 @@ def fsck(repair: bool) -> tuple[list[str], list[str]]:
         dirnames[:] = [dn for dn in dirnames if dn.isdigit()]
     from plash.store.layout import owner_alive
 
+    for name in sorted(os.listdir(s.locks)):
+        import fcntl
+
+        try:
+            fd = os.open(os.path.join(s.locks, name), os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue  # released meanwhile
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            problems.append(f"locks/{name}: left by a process that is gone")
+        except BlockingIOError:
+            pass  # held: a build is under way
+        finally:
+            os.close(fd)
     for name in sorted(os.listdir(s.tmp)):
         if not owner_alive(name):
             problems.append(f"tmp/{name}: left by a process that is gone")

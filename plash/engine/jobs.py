@@ -262,32 +262,40 @@ class KeyLock:
     """
 
     def __init__(self, store: Store, key: str, emit: Emit, what: str) -> None:
-        self.path = os.path.join(store.path, "locks", key)
+        self.path = os.path.join(store.locks, key)
         self.emit, self.what = emit, what
         self.fd = -1
 
     async def __aenter__(self) -> None:
         import fcntl
 
-        os.makedirs(os.path.dirname(self.path), exist_ok=True)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         told = False
         while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
             try:
-                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                os.close(fd)
                 if not told:
                     self.emit(note(f"waiting for another plash process making {self.what}"))
                     told = True
-                try:
-                    await trio.sleep(0.05)
-                except BaseException:
-                    os.close(self.fd)
-                    raise
+                await trio.sleep(0.05)
+                continue
+            try:  # the holder before us unlinks the file when done: is ours still the one in place?
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd = fd
+                return
+            os.close(fd)
 
     async def __aexit__(self, *exc: object) -> None:
-        os.close(self.fd)  # closing releases the flock
+        # unlink before unlocking, so the lock file does not outlive its use
+        try:
+            os.unlink(self.path)
+        finally:
+            os.close(self.fd)
 
 
 async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: int, emit: Emit) -> int:

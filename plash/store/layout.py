@@ -7,6 +7,7 @@
       index/<id> -> ../layer/0/1/5      relative symlinks (the store can move)
       map/<name> -> ../index/<id>
       keys/<sha256> -> ../index/<id>   build cache: layer key -> image
+      locks/<key>              flock per key while a layer or import is made (then unlinked)
       tmp/<pid>.<start>.<rand>/ staging dirs; the name records the owner
       mnt/                     fixed mount point, used only in private mount ns
       next_id                  the next id to hand out
@@ -134,6 +135,7 @@ class Store:
         self.index = os.path.join(path, "index")
         self.maps = os.path.join(path, "map")
         self.keys = os.path.join(path, "keys")
+        self.locks = os.path.join(path, "locks")
         self.tmp = os.path.join(path, "tmp")
         self.mnt = os.path.join(path, "mnt")
         self.root0 = os.path.join(self.layer, "0")
@@ -142,16 +144,16 @@ class Store:
 
     def ensure(self) -> "Store":
         """Create the store's skeleton if it is missing (idempotent, race-free)."""
-        if os.path.isdir(os.path.join(self.root0, "root")) and os.path.lexists(
-            os.path.join(self.index, "0")
-        ):
+        if os.path.isdir(self.locks):  # made last: the skeleton is complete
             return self
         try:
             os.makedirs(self.path, exist_ok=True)
             for d in (self.index, self.maps, self.keys, self.tmp, self.mnt):
                 os.makedirs(d, exist_ok=True)
             os.makedirs(os.path.join(self.root0, "root"), exist_ok=True)
-            self._symlink_atomic("../layer/0", os.path.join(self.index, "0"))
+            if not os.path.lexists(os.path.join(self.index, "0")):
+                self._symlink_atomic("../layer/0", os.path.join(self.index, "0"))
+            os.makedirs(self.locks, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create the store at {self.path}: {e.strerror}") from e
         return self
@@ -361,6 +363,25 @@ class Store:
             self._drop_dangling(self.keys)
         return trash, gone
 
+    @staticmethod
+    def _drop_stale_lock(path: str) -> bool:
+        """Unlink a key lock file nobody holds (left by a killed process)."""
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return False
+        try:
+            os.unlink(path)  # waiters that opened it see another inode in place and retry
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+        return True
+
     def _drop_dangling(self, directory: str) -> list[str]:
         dropped = []
         for name in os.listdir(directory):
@@ -410,6 +431,9 @@ class Store:
                     os.rename(p, os.path.join(trash, str(i)))
                     removed.append(os.path.relpath(p, self.path))
                 trash_dirs.append(trash)
+            for name in os.listdir(self.locks) if os.path.isdir(self.locks) else []:
+                if self._drop_stale_lock(os.path.join(self.locks, name)):
+                    removed.append(f"locks/{name}")
             for name in os.listdir(self.tmp):
                 p = os.path.join(self.tmp, name)
                 if p in trash_dirs:
