@@ -290,6 +290,22 @@ def exec_command(argv: list[str], env: dict[str, str]) -> None:
     os._exit(126)
 
 
+def hold_image(spec: ContainerSpec) -> None:
+    """Take a shared lock on the image that the exec'd command keeps until it ends.
+
+    The descriptor is inherited across exec on purpose: while any container
+    (or build step) of an image runs, `rm`, `shrink` and `clean` leave it and
+    its ancestors alone, since they need the exclusive lock to delete it.
+    """
+    if not spec.layer_dirs:
+        return
+    import fcntl
+
+    fd = os.open(os.path.join(spec.store, "index", spec.layer_dirs[0]), os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    os.set_inheritable(fd, True)
+
+
 def start(spec: ContainerSpec) -> None:
     """Enter namespaces, mount, chroot and exec the command. Does not return."""
     try:
@@ -301,6 +317,7 @@ def start(spec: ContainerSpec) -> None:
     if spec.residue_file:
         with open(spec.residue_file, "w") as f:
             f.write("\n".join(created))
+    hold_image(spec)
     root = root_dir(spec)
     argv = list(spec.argv) or login_shell(root)
     env = dict(spec.env)

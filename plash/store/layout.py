@@ -352,8 +352,18 @@ class Store:
         with self.locked():
             src = self.image_dir(image)
             gone = self.descendants(image)
-            trash = self.mkdtemp("rm")
-            os.rename(src, os.path.join(trash, "tree"))
+            held = [self._try_exclusive(i) for i in gone]
+            try:
+                busy = [i for i, fd in zip(gone, held, strict=True) if fd is None]
+                if busy:
+                    raise PlashError(f"image {busy[0]} is in use by a running container or build",
+                                     hint="wait for it to end, then try again")
+                trash = self.mkdtemp("rm")
+                os.rename(src, os.path.join(trash, "tree"))
+            finally:
+                for fd in held:
+                    if fd is not None:
+                        os.close(fd)
             for i in gone:
                 try:
                     os.unlink(os.path.join(self.index, str(i)))
@@ -362,6 +372,16 @@ class Store:
             self._drop_dangling(self.maps)
             self._drop_dangling(self.keys)
         return trash, gone
+
+    def _try_exclusive(self, image: int) -> int | None:
+        """An fd holding the exclusive lock of an image dir, None if a container holds it shared."""
+        fd = os.open(self.image_dir(image), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
 
     @staticmethod
     def _drop_stale_lock(path: str) -> bool:

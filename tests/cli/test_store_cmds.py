@@ -248,3 +248,22 @@ def test_killed_import_leaves_nothing_visible(plash: Plash, busybox_tgz: Path) -
     assert os.listdir(plash.store / "tmp") == []
     assert plash.ok("run", image, "true") == ""
     assert plash.import_tar(busybox_tgz) == "2"
+
+
+def test_rm_and_shrink_leave_images_in_use_alone(plash: Plash, image: str) -> None:
+    child = plash.ok("create", image, "touch", "/child")
+    proc = subprocess.Popen(plash.command([PLASH, "run", child, "sh", "-c", "echo up; read line"]),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=plash.work)
+    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout.readline() == "up\n"
+    for target in (child, image):  # the running image, and an ancestor of it
+        r = plash("rm", target)
+        assert r.returncode == 1
+        assert r.stderr.splitlines()[0] == f"plash error: image {child} is in use by a running container or build"
+    plash.ok("shrink")
+    assert plash.ok("run", child, "ls", "/child") == "/child"
+    proc.stdin.write("done\n")
+    proc.stdin.close()
+    assert proc.wait(timeout=20) == 0
+    plash.ok("rm", image)
+    assert plash("run", child, "true").returncode == 1
