@@ -67,6 +67,11 @@ class Unpacker:
         self.dirs: dict[tuple[str, ...], int] = {(): self.root_fd}
         self.deferred: list[tuple[tuple[str, ...], tarfile.TarInfo]] = []
         self.mapped = True  # turns False once a chown is refused
+        # In a fresh (empty) layer dir only what this tarball made can stand in
+        # the way of a member: remembering that saves a stat per member.
+        self.fresh = not os.listdir(self.root_fd)
+        self.made: set[tuple[str, ...]] = set()
+        self.ids = (os.geteuid(), os.getegid())
 
     def close(self) -> None:
         for fd in self.dirs.values():
@@ -92,6 +97,7 @@ class Unpacker:
             if not create:
                 raise UnpackError(f"tarball member refers to a missing path: {member}") from None
             os.mkdir(name, 0o755, dir_fd=parent)
+            self.made.add(parts)
             fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -102,8 +108,10 @@ class Unpacker:
         self.dirs[parts] = fd
         return fd
 
-    def _clear(self, pfd: int, name: str, want_dir: bool) -> bool:
+    def _clear(self, pfd: int, name: str, want_dir: bool, parts: tuple[str, ...] | None = None) -> bool:
         """Make room for a new entry; True if a directory already stands there (kept)."""
+        if self.fresh and parts is not None and parts not in self.made:
+            return False
         try:
             st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
@@ -133,6 +141,8 @@ class Unpacker:
 
     def _own(self, target: int | str, info: tarfile.TarInfo, pfd: int | None = None) -> bool:
         """chown where the namespace maps the ids; False when refused."""
+        if (info.uid, info.gid) == self.ids:
+            return True  # new entries are ours already
         if not self.mapped and (info.uid or info.gid):
             return False
         try:
@@ -168,19 +178,26 @@ class Unpacker:
         if self.oci and name.startswith(WHITEOUT):
             self._whiteout(pfd, name, info.name)
             return
+        self._add(tar, info, parts, pfd, name)
+        self.made.add(parts)
+
+    def _add(self, tar: tarfile.TarFile, info: tarfile.TarInfo, parts: tuple[str, ...], pfd: int, name: str) -> None:
         if info.isdir():
-            if not self._clear(pfd, name, want_dir=True):
+            if not self._clear(pfd, name, True, parts):
                 os.mkdir(name, 0o700, dir_fd=pfd)
             else:
                 fd = self.dir_fd(parts, info.name)
                 os.fchmod(fd, os.fstat(fd).st_mode & 0o7777 | 0o700)
             self.deferred.append((parts, info))
         elif info.isreg():
-            self._clear(pfd, name, want_dir=False)
+            self._clear(pfd, name, False, parts)
+            mode = info.mode & 0o7777
+            # created with its final mode when that is simple (the umask is 0 here)
+            simple = mode & 0o200 and not mode & 0o7000
             fd = os.open(
                 name,
                 os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                0o600,
+                mode if simple else 0o600,
                 dir_fd=pfd,
             )
             try:
@@ -189,13 +206,14 @@ class Unpacker:
                     while chunk := src.read(_CHUNK):
                         _write_all(fd, chunk)
                 owned = self._own(fd, info)
-                os.fchmod(fd, self._mode(info, owned))
+                if not simple:
+                    os.fchmod(fd, self._mode(info, owned))
                 self._xattrs(fd, info)
                 os.utime(fd, (info.mtime, info.mtime))
             finally:
                 os.close(fd)
         elif info.issym():
-            self._clear(pfd, name, want_dir=False)
+            self._clear(pfd, name, False, parts)
             os.symlink(info.linkname, name, dir_fd=pfd)
             self._own(name, info, pfd)
             try:
@@ -283,6 +301,7 @@ def unpack(stream: BinaryIO, dest: str, oci: bool = False) -> int:
     """
     unpacker = Unpacker(dest, oci)
     count = 0
+    old_umask = os.umask(0)
     try:
         try:
             with tarfile.open(fileobj=open_decompressed(stream), mode="r|") as tar:
@@ -303,5 +322,6 @@ def unpack(stream: BinaryIO, dest: str, oci: bool = False) -> int:
             raise UnpackError("the tarball is empty")
         unpacker.finish()
     finally:
+        os.umask(old_umask)
         unpacker.close()
     return count
