@@ -117,6 +117,17 @@ class Plash:
             timeout=timeout,
         )
 
+    def many(self, runs: list[list[str]], env: dict[str, str] | None = None,
+             timeout: float = 120) -> list[subprocess.CompletedProcess]:
+        """Start every plash command line at once; wait for all of them."""
+        procs = [subprocess.Popen(self.command([PLASH, *args], env), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True, cwd=self.work) for args in runs]
+        done = []
+        for args, proc in zip(runs, procs, strict=True):
+            out, err = proc.communicate(timeout=timeout)
+            done.append(subprocess.CompletedProcess(args, proc.returncode, out, err))
+        return done
+
     def __call__(self, *args: str, **kw) -> subprocess.CompletedProcess:
         return self.sh([PLASH, *args], **kw)
 

@@ -7,8 +7,9 @@ data are real root file system tarballs the tests make. Paths:
     /meta/1.0/index-system                            the plain index
     /images/<distro>/<release>/<arch>/default/<build>/rootfs.tar.xz
 
-Faults are chosen per file: `faults[path] = "500-once" | "hang" | "truncate" | "truncate-no-range"`,
-or for every path: `faults["*"] = "401"` (401 without a Bearer challenge).
+Faults are chosen per file: `faults[path] = "500-once" | "hang" | "truncate" | "truncate-no-range" | "slow"`,
+or for every path: `faults["*"] = "401"` (401 without a Bearer challenge). `delay` seconds are
+waited before every proxied blob, so that concurrent clients overlap.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Files:
         self.faults: dict[str, str] = {}
         self.proxy: str | None = None  # host:port of a registry to front with a Bearer token flow
         self.hits: dict[str, int] = {}
+        self.delay = 0.0
         self.lock = threading.Lock()
 
 
@@ -57,6 +59,8 @@ def make_handler(state: Files) -> type[BaseHTTPRequestHandler]:
                     self.send_header("Content-Length", "0")
                     self.end_headers()
                     return
+                if "/blobs/" in path:
+                    time.sleep(state.delay)
                 self._proxy(path)
                 return
             if state.faults.get("*") == "401":  # a registry that wants credentials, with no token service
@@ -75,6 +79,8 @@ def make_handler(state: Files) -> type[BaseHTTPRequestHandler]:
             if fault == "hang":
                 time.sleep(30)
                 return
+            if fault == "slow":
+                time.sleep(1)
             start = 0
             rng = self.headers.get("Range")
             if rng and fault != "truncate-no-range" and rng.startswith("bytes=") and rng.endswith("-"):

@@ -9,6 +9,7 @@ differ in config still share the layers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -205,7 +206,7 @@ async def import_archive(store: Store, path: str, emit: Emit) -> int:
 
 
 async def import_manifest(store: Store, blobs: RegistryBlobs | FileBlobs, manifest: dict, name: str, emit: Emit) -> int:
-    from plash.engine.jobs import discard, unpack_child
+    from plash.engine.jobs import KeyLock, discard
 
     config_desc = manifest.get("config") or {}
     config = manifest.get("_config") or json.loads(await read_blob(blobs, config_desc))
@@ -214,6 +215,30 @@ async def import_manifest(store: Store, blobs: RegistryBlobs | FileBlobs, manife
         if layer.get("mediaType") not in LAYER_TYPES:
             raise http.FetchError(f"{name}: unsupported layer type {layer.get('mediaType')}")
     keys = layer_keys(layers)
+    final_key = key_digest("oci-config", keys[-1] if keys else "", config_desc["digest"])
+    found = store.lookup_key(final_key)
+    if found is not None:
+        return found
+    async with contextlib.AsyncExitStack() as locks:
+        # one lock per missing layer, taken in key order so that imports sharing
+        # layers cannot deadlock; whoever holds one downloads, the others reuse
+        for key in sorted({k for k in [*keys, final_key] if store.lookup_key(k) is None}):
+            await locks.enter_async_context(KeyLock(store, key, emit, f"layer {key[:12]} of {name}"))
+        found = store.lookup_key(final_key)
+        if found is not None:
+            return found
+        top = await _import_layers(store, blobs, layers, keys, emit)
+        staging = new_staging(store, "oci-config", with_work=False)
+        try:
+            return store.publish(os.path.join(staging, "img"), top, config_meta(config), final_key)
+        finally:
+            await discard(staging)
+
+
+async def _import_layers(store: Store, blobs: RegistryBlobs | FileBlobs, layers: list[dict], keys: list[str],
+                         emit: Emit) -> int:
+    from plash.engine.jobs import discard, unpack_child
+
     ids: list[int | None] = [store.lookup_key(k) for k in keys]
     limiter = trio.CapacityLimiter(DOWNLOADS)
     stagings: dict[int, str] = {}
@@ -241,15 +266,7 @@ async def import_manifest(store: Store, blobs: RegistryBlobs | FileBlobs, manife
                 await discard(staging)
     top = ids[-1] if ids else 0
     assert top is not None
-    final_key = key_digest("oci-config", keys[-1] if keys else "", config_desc["digest"])
-    found = store.lookup_key(final_key)
-    if found is not None:
-        return found
-    staging = new_staging(store, "oci-config", with_work=False)
-    try:
-        return store.publish(os.path.join(staging, "img"), top, config_meta(config), final_key)
-    finally:
-        await discard(staging)
+    return top
 
 
 def _verified(url: str, desc: dict) -> http.Verified:

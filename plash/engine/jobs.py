@@ -152,12 +152,14 @@ async def discard(path: str) -> None:
 async def import_source(store: Store, source: Source, key: str, emit: Emit, reuse: bool = True,
                         insecure: bool = False) -> int:
     """Import a base image and record it under its key; reuse a recorded one unless told not to."""
-    found = store.lookup_key(key) if reuse else None
-    if found is not None:
-        return found
+    before = store.lookup_key(key)
+    if reuse and before is not None:
+        return before
     async with KeyLock(store, key, emit, f"the {source.kind} image {' '.join(source.args)}"):
-        found = store.lookup_key(key) if reuse else None
-        if found is not None:
+        # look again: another process may have made it meanwhile; a fresh import
+        # (reuse=False) still takes one that was finished after it started
+        found = store.lookup_key(key)
+        if found is not None and (reuse or found != before):
             return found
         return await _import_source(store, source, key, emit, insecure)
 

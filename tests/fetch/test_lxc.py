@@ -177,3 +177,21 @@ def test_progress_on_a_terminal_and_results_on_stdout(root_plash: Plash, server:
     # and --quiet shows nothing at all
     r = lxc(root_plash, server, "import-lxc", "--quiet", "busybox:1")
     assert r.returncode == 0 and r.stderr == ""
+
+
+def test_eight_processes_import_the_same_image_once(plash: Plash, server: Server) -> None:
+    path = f"/images/busybox/1/{ARCH}/default/20261101_00:00/rootfs.tar.xz"
+    server.state.faults[path] = "slow"  # the first download takes a second: the others start meanwhile
+    runs = lxc_many(plash, server, [["import-lxc", "busybox:1"]] * 8)
+    assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+    assert len({r.stdout for r in runs}) == 1
+    assert server.state.hits[path] == 1
+    assert sum("waiting for another plash process" in r.stderr for r in runs) >= 1
+    assert plash("fsck").returncode == 0
+    # a later import is a fresh one: it downloads again and makes a new image
+    assert lxc(plash, server, "import-lxc", "busybox:1").stdout != runs[0].stdout
+    assert server.state.hits[path] == 2
+
+
+def lxc_many(plash: Plash, server: Server, runs: list[list[str]]) -> list[subprocess.CompletedProcess]:
+    return plash.many(runs, env={"PLASH_LXC_URL": server.url, "PLASH_HTTP_TIMEOUT": "10"})

@@ -201,3 +201,31 @@ def test_malicious_layer_writes_nothing_outside(root_plash: Plash, registry: Reg
     assert r.returncode == 1 and "unsafe path" in r.stderr.splitlines()[-1]
     assert not outside.exists()
     assert root_plash.snapshot() == before[1]
+
+
+def test_concurrent_imports_download_each_blob_once(plash: Plash, registry: Registry) -> None:
+    front = Server(proxy=registry.host)  # counts the requests that reach the registry
+    front.state.delay = 0.5  # every blob takes a while, so that the imports overlap
+    try:
+        host = front.url.removeprefix("http://")
+        runs = plash.many([["import-docker", f"{host}/test/multi:1"]] * 4 + [["import-docker", f"{host}/test/multi:sibling"]] * 4)
+        assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
+        assert len({r.stdout for r in runs[:4]}) == 1 and len({r.stdout for r in runs[4:]}) == 1
+        blobs = {path: n for path, n in front.state.hits.items() if "/blobs/" in path}
+        assert len(blobs) == 7  # two configs, the shared base layer, three more of multi, one of sibling
+        assert set(blobs.values()) == {1}, blobs
+        first, sibling = runs[0].stdout.strip(), runs[4].stdout.strip()
+        assert plash.ok("run", first, "cat", "/etc/three") == "three"
+        assert plash.ok("run", sibling, "cat", "/etc/other") == "other"
+        assert chain(plash, first)[0] == chain(plash, sibling)[0]  # the base layer is shared on disk
+        assert plash("fsck").returncode == 0
+    finally:
+        front.close()
+
+
+def chain(plash: Plash, image: str) -> list[str]:
+    """The image's ids from the root layer up."""
+    ids = [image]
+    while (parent := plash.ok("parent", ids[0])) != "0":
+        ids.insert(0, parent)
+    return ids
