@@ -300,55 +300,75 @@ def purge() -> bool:
     return True
 
 
-def fsck(repair: bool) -> tuple[list[str], list[str]]:
-    """Check the store; with repair, fix what can be fixed safely. Returns (problems, repaired)."""
+def fsck(repair: bool) -> tuple[list[str], list[str], list[str]]:
+    """Check the store; with repair, fix what can be fixed safely.
+
+    Returns (broken, leftovers, repaired). Broken is what a reader could trip
+    on: entries pointing to nothing or to the wrong place, images without
+    their root or with unreadable meta. Leftovers are what killed processes
+    leave behind and `clean` reclaims; no reader ever sees them.
+    """
+    import fcntl
+
+    from plash.store.layout import owner_alive
+
     s = store()
-    problems: list[str] = []
+    broken: list[str] = []
+    leftovers: list[str] = []
     for d, label in ((s.index, "index"), (s.maps, "map"), (s.keys, "keys")):
         if not os.path.isdir(d):
             continue
         for name in sorted(os.listdir(d)):
             p = os.path.join(d, name)
-            if os.path.islink(p) and not os.path.exists(p):
-                problems.append(f"{label}/{name}: points to nothing")
-    broken = []
+            if not os.path.islink(p):
+                broken.append(f"{label}/{name}: not a symlink")
+            elif not os.path.exists(p):
+                broken.append(f"{label}/{name}: points to nothing")
+            elif label == "index" and os.path.basename(os.readlink(p)) != name:
+                broken.append(f"index/{name}: points to image dir {os.path.basename(os.readlink(p))}")
+    bad_images = []
     for image in s.ids():
         d = s.image_dir(image)
         missing = [x for x in ("root", "meta") if not os.path.lexists(os.path.join(d, x))]
         if missing:
-            problems.append(f"image {image}: missing {' and '.join(missing)}")
-            broken.append(image)
+            broken.append(f"image {image}: missing {' and '.join(missing)}")
+            bad_images.append(image)
+        elif "key" not in s.meta(image):
+            broken.append(f"image {image}: meta has no key (written by something else than plash)")
+            bad_images.append(image)
     indexed = {os.path.realpath(s.image_dir(i)) for i in s.ids()}
     for dirpath, dirnames, _ in os.walk(s.root0):
         for dn in list(dirnames):
             if dn.isdigit() and os.path.realpath(os.path.join(dirpath, dn)) not in indexed:
-                problems.append(f"{os.path.relpath(os.path.join(dirpath, dn), s.path)}: image dir without index entry")
+                leftovers.append(f"{os.path.relpath(os.path.join(dirpath, dn), s.path)}: image dir without index entry")
         dirnames[:] = [dn for dn in dirnames if dn.isdigit()]
-    from plash.store.layout import owner_alive
-
     for name in sorted(os.listdir(s.locks)):
-        import fcntl
-
         try:
             fd = os.open(os.path.join(s.locks, name), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             continue  # released meanwhile
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            problems.append(f"locks/{name}: left by a process that is gone")
+            leftovers.append(f"locks/{name}: left by a process that is gone")
         except BlockingIOError:
             pass  # held: a build is under way
         finally:
             os.close(fd)
     for name in sorted(os.listdir(s.tmp)):
         if not owner_alive(name):
-            problems.append(f"tmp/{name}: left by a process that is gone")
+            leftovers.append(f"tmp/{name}: left by a process that is gone")
     repaired: list[str] = []
-    if repair and problems:
-        for image in broken:
+    if repair and (broken or leftovers):
+        for image in bad_images:
             try:
                 repaired += [f"removed broken image {i}" for i in remove(str(image))]
             except PlashError:
                 pass
+        for d in (s.index, s.maps, s.keys):
+            for name in os.listdir(d) if os.path.isdir(d) else []:
+                p = os.path.join(d, name)
+                if not os.path.islink(p) and os.path.isfile(p):
+                    os.unlink(p)
+                    repaired.append(f"removed {os.path.relpath(p, s.path)}")
         repaired += [f"removed {r}" for r in clean()]
-    return problems, repaired
+    return broken, leftovers, repaired

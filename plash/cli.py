@@ -319,14 +319,22 @@ def clean() -> None:
 @cli.command("fsck")
 @click.option("--repair", is_flag=True, help="fix what can be fixed safely")
 def fsck(repair: bool) -> None:
-    """Check the store: dangling entries, broken or orphaned images, leftover temp dirs."""
-    problems, repaired = actions.fsck(repair)
-    for p in problems:
-        click.echo(f"plash fsck: {p}", err=True)
+    """Check the store: dangling entries, broken or orphaned images, leftover temp dirs.
+
+    Exits 1 when something is broken (and not repaired). Leftovers of killed
+    processes are listed but are not damage: `plash clean` reclaims them.
+    """
+    broken, leftovers, repaired = actions.fsck(repair)
+    for p in broken:
+        click.echo(f"plash fsck: broken: {p}", err=True)
+    for p in leftovers:
+        click.echo(f"plash fsck: leftover: {p}", err=True)
     for r in repaired:
         click.echo(f"plash fsck: {r}", err=True)
-    if problems and not repair:
-        raise PlashError(f"the store has {len(problems)} problem(s)", hint="plash fsck --repair")
+    if broken and not repair:
+        raise PlashError(f"the store has {len(broken)} problem(s)", hint="plash fsck --repair")
+    if leftovers and not repair:
+        click.echo(f"plash fsck: {len(leftovers)} leftover(s) of killed processes; plash clean reclaims them", err=True)
 
 
 @cli.command("shrink")

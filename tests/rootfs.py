@@ -31,11 +31,14 @@ def _add(tar: tarfile.TarFile, name: str, kind: bytes = tarfile.DIRTYPE, data: b
     tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
 
 
-def busybox_tar(out: io.BufferedIOBase | io.BytesIO, compression: str = "gz", full: bool = True) -> None:
+def busybox_tar(out: io.BufferedIOBase | io.BytesIO, compression: str = "gz", full: bool = True,
+                filler: int = 0) -> None:
     """Write a busybox root file system tarball.
 
     full=False leaves out /home, /root, /tmp, /proc, /sys, /dev and
     /etc/resolv.conf, so the launcher must create its mount points.
+    filler adds that many small files in nested dirs under /usr/share/filler,
+    to make unpacking take a while.
     """
     with open(BUSYBOX, "rb") as f:
         busybox = f.read()
@@ -55,6 +58,13 @@ def busybox_tar(out: io.BufferedIOBase | io.BytesIO, compression: str = "gz", fu
         _add(tar, "./etc/os-release", tarfile.REGTYPE, b"NAME=busybox\nID=busybox\n", 0o644)
         _add(tar, "./etc/profile", tarfile.REGTYPE, b"export PROFILE_LOADED=yes\n", 0o644)
         _add(tar, "./etc/owned-by-7", tarfile.REGTYPE, b"seven\n", 0o644, uid=7, gid=7)
+        if filler:
+            _add(tar, "./usr/share/")
+            _add(tar, "./usr/share/filler/")
+        for i in range(filler):
+            if i % 100 == 0:
+                _add(tar, f"./usr/share/filler/{i // 100}/")
+            _add(tar, f"./usr/share/filler/{i // 100}/{i}", tarfile.REGTYPE, b"%d\n" % i * 50, 0o644)
 
 
 def busybox_dir(dest: str) -> None:

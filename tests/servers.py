@@ -7,7 +7,7 @@ data are real root file system tarballs the tests make. Paths:
     /meta/1.0/index-system                            the plain index
     /images/<distro>/<release>/<arch>/default/<build>/rootfs.tar.xz
 
-Faults are chosen per file: `faults[path] = "500-once" | "hang" | "truncate" | "truncate-no-range" | "slow"`,
+Faults are chosen per file: `faults[path] = "500-once" | "hang" | "truncate" | "truncate-no-range" | "slow" | "throttle"`,
 or for every path: `faults["*"] = "401"` (401 without a Bearer challenge). `delay` seconds are
 waited before every proxied blob, so that concurrent clients overlap.
 """
@@ -94,6 +94,11 @@ def make_handler(state: Files) -> type[BaseHTTPRequestHandler]:
             part = body[start:]
             self.send_header("Content-Length", str(len(part)))
             self.end_headers()
+            if fault == "throttle":  # about 1.6 MB/s
+                for i in range(0, len(part), 16384):
+                    self.wfile.write(part[i:i + 16384])
+                    time.sleep(0.01)
+                return
             if fault.startswith("truncate") and hits == 1:
                 self.wfile.write(part[: len(part) // 2])
                 self.wfile.flush()

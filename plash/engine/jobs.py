@@ -81,7 +81,8 @@ def final_key(prepared: Prepared) -> str:
 
 
 def launcher(*args: str) -> list[str]:
-    return [sys.executable, "-m", "plash.launch", *args]
+    """A launcher child's command line; it dies with this process (see plash.launch)."""
+    return [sys.executable, "-m", "plash.launch", "--parent", str(os.getpid()), *args]
 
 
 async def _kill_group(proc: trio.Process) -> None:

@@ -6,6 +6,12 @@
     rmtree PATH     delete a tree that may hold files of subordinate ids
     unpack DIR      unpack a tarball from stdin into DIR, in the user namespace
     unpack-oci DIR  the same for an OCI layer (whiteouts become overlayfs whiteouts)
+
+With `--parent PID` first (the plash engine), a step's launcher stays as the
+parent of its shell and kills the step's whole process group when that
+process is gone, so that a plash killed with SIGKILL leaves no step running
+on. (Not PR_SET_PDEATHSIG: it fires when the *thread* that forked exits,
+and trio forks from worker threads.)
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ def _with_namespace_fallback(work) -> None:  # type: ignore[no-untyped-def]
         work()
 
 
-def step(spec: dict) -> None:
+def step(spec: dict, parent: int = 0) -> None:
     from plash.launch import userns
     from plash.launch.container import start
     from plash.launch.run import image_spec
@@ -50,6 +56,7 @@ def step(spec: dict) -> None:
         os.lseek(fd, 0, 0)
         env["APT_CONFIG"] = f"/proc/self/fd/{fd}"
     cspec.env = tuple(env.items())
+    cspec.supervise = parent
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.dup2(2, 1)  # build output is not a result: it goes to stderr
@@ -58,9 +65,12 @@ def step(spec: dict) -> None:
 
 def main(argv: list[str]) -> int:
     try:
+        parent = 0
+        if argv[:1] == ["--parent"]:
+            parent, argv = int(argv[1]), argv[2:]
         op, *args = argv
         if op == "step":
-            step(json.loads(args[0]))
+            step(json.loads(args[0]), parent)
         elif op == "finish":
             from plash.store.staging import finish_staging
 

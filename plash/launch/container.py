@@ -59,6 +59,7 @@ class ContainerSpec:
         readonly: bool = False,
         residue_file: str | None = None,
         fallback_cwd: str = "/",  # where to start when the caller's cwd is not in the image
+        supervise: int = 0,  # a pid: stay as the command's parent, kill its group when that pid is gone
     ) -> None:
         self.store = store
         self.layer_dirs = layer_dirs
@@ -70,6 +71,7 @@ class ContainerSpec:
         self.readonly = readonly
         self.residue_file = residue_file
         self.fallback_cwd = fallback_cwd
+        self.supervise = supervise
 
 
 def root_dir(spec: ContainerSpec) -> str:
@@ -318,6 +320,8 @@ def start(spec: ContainerSpec) -> None:
         with open(spec.residue_file, "w") as f:
             f.write("\n".join(created))
     hold_image(spec)
+    if spec.supervise:
+        supervise(spec.supervise)
     root = root_dir(spec)
     argv = list(spec.argv) or login_shell(root)
     env = dict(spec.env)
@@ -327,6 +331,39 @@ def start(spec: ContainerSpec) -> None:
     if "PWD" in env:
         env["PWD"] = cwd
     exec_command(argv, env)
+
+
+def supervise(engine: int) -> None:
+    """Fork: the child returns (to exec the command); this process waits and exits as it does.
+
+    If the engine process dies first (say, SIGKILL), it kills the process
+    group, which is the step's session: the command and all it started.
+    """
+    import select
+    import signal
+
+    watch = os.pidfd_open(engine)
+    if os.getppid() != engine:  # gone already (and perhaps its pid reused)
+        os.killpg(0, signal.SIGKILL)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        os.close(watch)
+        return
+    child = os.pidfd_open(pid)
+    poller = select.poll()
+    poller.register(watch, select.POLLIN)
+    poller.register(child, select.POLLIN)
+    while True:
+        ready = {fd for fd, _ in poller.poll()}
+        if child in ready:
+            break
+        if watch in ready:
+            os.killpg(0, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    os._exit(code if code >= 0 else 128 - code)
 
 
 def mount_readonly(store: str, layer_dirs: tuple[str, ...]) -> str:
