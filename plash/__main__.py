@@ -44,6 +44,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except BrokenPipeError:
         sys.exit(1)
+    except OSError as e:
+        if not e.errno or os.environ.get("PLASH_DEBUG", "") not in ("", "0"):
+            raise
+        from plash.errors import os_message
+        from plash.store.layout import full_store_note
+
+        sys.stderr.write(f"plash error: {os_message(e)}{full_store_note()}\n")
+        sys.exit(1)
     except Exception as e:
         if os.environ.get("PLASH_DEBUG", "") not in ("", "0"):
             raise

@@ -16,7 +16,7 @@ from plash.errors import ExitStatus, PlashError, StoreError
 from plash.launch import container, userns
 from plash.launch.child import in_namespace, rmtree_anywhere
 from plash.launch.run import image_spec
-from plash.store.layout import Store, open_store, parse_image_id
+from plash.store.layout import Store, full_store_note, open_store, parse_image_id
 from plash.store.staging import finish_staging, new_staging
 
 
@@ -65,7 +65,9 @@ def run_to_staging(s: Store, image: int, argv: list[str], stdin: int | None = No
 
             report(e)
         except BaseException as e:
-            sys.stderr.write(f"plash error: {e}\n")
+            from plash.errors import os_message
+
+            sys.stderr.write(f"plash error: {os_message(e) if isinstance(e, OSError) else e}\n")
         finally:
             os._exit(1)
     while True:
@@ -97,8 +99,9 @@ def create(image_text: str, argv: list[str]) -> int:
         argv = ["sh", "-e"]
     code, staging = run_to_staging(s, image, argv)
     if code != 0:
+        full = full_store_note(s.path)  # before discarding frees the room
         _discard(staging)
-        raise PlashError(f"command failed in image {image} (exit {code}); nothing was saved")
+        raise PlashError(f"command failed in image {image} (exit {code}); nothing was saved{full}")
     return commit_staging(s, image, staging)
 
 

@@ -11,7 +11,8 @@ import sys
 import click
 
 from plash import __version__, actions
-from plash.errors import PlashError, UsageError
+from plash.errors import PlashError, UsageError, os_message
+from plash.store.layout import full_store_note
 
 IMAGE_CMD = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 
@@ -398,6 +399,6 @@ def main(args: list[str]) -> None:
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except OSError as e:
-        if e.errno and e.filename:
-            raise PlashError(f"{e.strerror}: {e.filename}") from None
+        if e.errno:
+            raise PlashError(os_message(e) + full_store_note()) from None
         raise

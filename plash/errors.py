@@ -68,6 +68,12 @@ class ExitStatus(PlashError):
         return []
 
 
+def os_message(e: OSError) -> str:
+    """An OSError as the tail of a one-line message: `No space left on device: /path`."""
+    text = e.strerror or str(e)
+    return f"{text}: {e.filename}" if e.filename else text
+
+
 def report(err: PlashError) -> None:
     """Write an error's lines to stderr (used where rich is not loaded)."""
     import sys

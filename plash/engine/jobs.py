@@ -22,7 +22,7 @@ from plash.engine.fetch import http, lxc
 from plash.engine.plan import Layer, Source
 from plash.engine.scheduler import Job
 from plash.errors import PlashError
-from plash.store.layout import Store
+from plash.store.layout import Store, full_store_note
 from plash.store.staging import new_staging
 
 LIMITS = {"import": 4, "step": 2}
@@ -331,8 +331,9 @@ async def _build_layer(store: Store, parent: int, layer: Layer, n: int, total: i
             await discard(staging)
             raise
         if code:
+            full = full_store_note(store.path)  # before discarding frees the room
             await discard(staging)
-            raise PlashError(f"build failed at {layer.where} (exit {code})")
+            raise PlashError(f"build failed at {layer.where} (exit {code}){full}")
         if await run_child(launcher("finish", staging)):
             await discard(staging)
             raise PlashError("cannot clean up the new layer")

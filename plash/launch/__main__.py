@@ -21,7 +21,7 @@ import os
 import sys
 
 from plash import config
-from plash.errors import PlashError, report
+from plash.errors import PlashError, os_message, report
 
 
 def _with_namespace_fallback(work) -> None:  # type: ignore[no-untyped-def]
@@ -92,7 +92,7 @@ def main(argv: list[str]) -> int:
         report(e)
         return e.exit_code
     except OSError as e:
-        sys.stderr.write(f"plash error: {e.strerror or e}: {e.filename or ''}\n")
+        sys.stderr.write(f"plash error: {os_message(e)}\n")
         return 1
     return 0
 

@@ -6,7 +6,7 @@ import os
 import sys
 from typing import Callable
 
-from plash.errors import PlashError, report
+from plash.errors import PlashError, os_message, report
 
 
 def in_namespace(work: Callable[[], None], mount_ns: bool = False) -> int:
@@ -35,7 +35,7 @@ def in_namespace(work: Callable[[], None], mount_ns: bool = False) -> int:
                 import traceback
 
                 traceback.print_exc()
-            sys.stderr.write(f"plash error: {e}\n")
+            sys.stderr.write(f"plash error: {os_message(e) if isinstance(e, OSError) else e}\n")
             code = 1
         finally:
             sys.stdout.flush()

@@ -314,11 +314,11 @@ def start(spec: ContainerSpec) -> None:
         userns.enter()
         ops = plan(spec)
         created = apply(spec, ops)
+        if spec.residue_file:
+            with open(spec.residue_file, "w") as f:
+                f.write("\n".join(created))
     except OSError as e:
         raise LaunchError(f"cannot set up the container: {e.strerror or e}") from e
-    if spec.residue_file:
-        with open(spec.residue_file, "w") as f:
-            f.write("\n".join(created))
     hold_image(spec)
     if spec.supervise:
         supervise(spec.supervise)

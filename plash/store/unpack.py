@@ -312,7 +312,7 @@ def unpack(stream: BinaryIO, dest: str, oci: bool = False) -> int:
             raise
         except OSError as e:
             if e.errno == errno.ENOSPC:
-                raise UnpackError("no space left on device while unpacking") from e
+                raise UnpackError("no space left on device while unpacking: the store's file system is full") from e
             if e.errno:
                 raise UnpackError(f"cannot unpack: {e.strerror}") from e
             raise UnpackError(f"not a valid tarball: {e}") from e
