@@ -52,12 +52,13 @@ class Layout:
 
     def image(self, layers: list[tuple[bytes, str]], env: list[str] | None = None, cmd: list[str] | None = None,
               workdir: str = "", arch: str = "amd64", tag: str | None = None) -> dict:
-        """Add an image; layers are (uncompressed tar, "gzip" | "zstd" | "plain")."""
+        """Add an image; layers are (uncompressed tar, "gzip" | "gzip1" | "zstd" | "plain")."""
         descs, diff_ids = [], []
         for tar, comp in layers:
             diff_ids.append("sha256:" + hashlib.sha256(tar).hexdigest())
-            if comp == "gzip":
-                data, media = gzip.compress(tar, mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip"
+            if comp.startswith("gzip"):  # "gzip1" for the fastest level
+                level = int(comp[4:] or 9)
+                data, media = gzip.compress(tar, level, mtime=0), "application/vnd.oci.image.layer.v1.tar+gzip"
             elif comp == "zstd":
                 data, media = zstandard.ZstdCompressor().compress(tar), "application/vnd.oci.image.layer.v1.tar+zstd"
             else:
