@@ -232,7 +232,7 @@ async def import_manifest(store: Store, blobs: RegistryBlobs | FileBlobs, manife
         try:
             return store.publish(os.path.join(staging, "img"), top, config_meta(config), final_key)
         finally:
-            await discard(staging)
+            await discard(staging, published=True)
 
 
 async def _import_layers(store: Store, blobs: RegistryBlobs | FileBlobs, layers: list[dict], keys: list[str],

@@ -144,8 +144,26 @@ async def unpack_child(root: str, stdin: int, what: str, oci: bool = False) -> N
         raise PlashError(f"{what}: {why}")
 
 
-async def discard(path: str) -> None:
-    """Delete a staging dir even while being cancelled (shielded)."""
+async def discard(path: str, published: bool = False) -> None:
+    """Delete a staging dir even while being cancelled (shielded).
+
+    Once its image is published, what is left is a few empty dirs and small
+    files of ours: removed here, without a launcher process, when possible.
+    """
+    if published:
+        try:
+            for name in os.listdir(path):
+                p = os.path.join(path, name)
+                if os.path.isdir(p) and not os.path.islink(p):
+                    os.rmdir(p)
+                else:
+                    os.unlink(p)
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            pass
     with trio.CancelScope(shield=True):
         await run_child(launcher("rmtree", path))
 
@@ -200,7 +218,7 @@ async def _import_source(store: Store, source: Source, key: str, emit: Emit, ins
     except BaseException:
         await discard(staging)
         raise
-    await discard(staging)
+    await discard(staging, published=True)
     return image
 
 
@@ -334,13 +352,14 @@ async def _build_layer(store: Store, parent: int, layer: Layer, n: int, total: i
             full = full_store_note(store.path)  # before discarding frees the room
             await discard(staging)
             raise PlashError(f"build failed at {layer.where} (exit {code}){full}")
-        if await run_child(launcher("finish", staging)):
+        # the step's launcher finishes the staging dir itself; if it could not, do it here
+        if os.path.exists(os.path.join(staging, "work")) and await run_child(launcher("finish", staging)):
             await discard(staging)
             raise PlashError("cannot clean up the new layer")
     try:
         image = store.publish(os.path.join(staging, "img"), parent, layer.meta, layer.key)
     finally:
-        await discard(staging)
+        await discard(staging, published=True)
     return image
 
 

@@ -320,9 +320,9 @@ def start(spec: ContainerSpec) -> None:
     except OSError as e:
         raise LaunchError(f"cannot set up the container: {e.strerror or e}") from e
     hold_image(spec)
-    if spec.supervise:
-        supervise(spec.supervise)
     root = root_dir(spec)
+    if spec.supervise:
+        supervise(spec.supervise, root, spec.staging)
     argv = list(spec.argv) or login_shell(root)
     env = dict(spec.env)
     os.chroot(root)
@@ -333,11 +333,13 @@ def start(spec: ContainerSpec) -> None:
     exec_command(argv, env)
 
 
-def supervise(engine: int) -> None:
+def supervise(engine: int, root: str, staging: str | None) -> None:
     """Fork: the child returns (to exec the command); this process waits and exits as it does.
 
     If the engine process dies first (say, SIGKILL), it kills the process
     group, which is the step's session: the command and all it started.
+    After a successful command it also finishes the staging dir (unmount,
+    residue and work dir gone), which spares the engine a process.
     """
     import select
     import signal
@@ -363,6 +365,14 @@ def supervise(engine: int) -> None:
             os.killpg(0, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
+    if code == 0 and staging:
+        try:
+            syscalls.umount(root, syscalls.MNT_DETACH)
+            from plash.store.staging import finish_staging
+
+            finish_staging(staging)
+        except OSError:
+            pass  # the engine sees the work dir still there and finishes it itself
     os._exit(code if code >= 0 else 128 - code)
 
 
