@@ -29,7 +29,9 @@ LIMITS = {"import": 4, "step": 2}
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable
+    from typing import Awaitable, Callable
+
+    import httpx
 
     Emit = Callable[[Event], None]
 
@@ -38,26 +40,34 @@ def note(text: str) -> Event:
     return Event("note", text)
 
 
-async def fetch_unpack(c: object, url: str, sha: str | None, size: int | None, root: str, emit: Emit) -> str:
+async def fetch_unpack(c: object, url: str, sha: str | None, size: int | None, root: str, emit: Emit,
+                       resolve: Callable[[], Awaitable[tuple[str, str | None, int | None]]] | None = None) -> str:
     """Download a tarball and unpack it into root while it streams; verify before returning.
 
     The unpacker runs in the user namespace, fed through a pipe, so download,
     hashing and unpacking overlap. A digest or size mismatch raises, and the
     caller discards root's staging dir: nothing unverified is ever published.
+    With resolve, the URL, digest and size come from it (a catalogue lookup),
+    while the unpacker process is already starting.
     """
     r, w = os.pipe()
-    verify = http.Verified(url, sha, size)
-    emit(Event("download-start", url, 0, size))
+    label = [url]
     async with trio.open_nursery() as nursery:
         async def unpacker() -> None:
             try:
-                await unpack_child(root, r, url)
+                await unpack_child(root, r, lambda: label[0])
             finally:
                 os.close(r)
 
         nursery.start_soon(unpacker)
         out = trio.lowlevel.FdStream(w)
         try:
+            if resolve is not None:
+                url, sha, size = await resolve()  # an error here cancels the unpacker
+                label[0] = url
+            verify = http.Verified(url, sha, size)
+            emit(Event("download-start", url, 0, size))
+
             async def sink(chunk: bytes) -> None:
                 await out.send_all(chunk)
 
@@ -132,7 +142,7 @@ async def run_streaming(argv: list[str], on_line: Callable[[str], None]) -> int:
         await reader.aclose()
 
 
-async def unpack_child(root: str, stdin: int, what: str, oci: bool = False) -> None:
+async def unpack_child(root: str, stdin: int, what: str | Callable[[], str], oci: bool = False) -> None:
     """Unpack a tarball from stdin into root in a launcher child; its error, if any, names `what`."""
     proc = await trio.run_process(
         launcher("unpack-oci" if oci else "unpack", root), stdin=stdin, capture_stdout=True, capture_stderr=True, check=False,
@@ -141,7 +151,7 @@ async def unpack_child(root: str, stdin: int, what: str, oci: bool = False) -> N
     if proc.returncode:
         lines = proc.stderr.decode(errors="replace").strip().splitlines()
         why = lines[0].removeprefix("plash error: ") if lines else f"exit {proc.returncode}"
-        raise PlashError(f"{what}: {why}")
+        raise PlashError(f"{what if isinstance(what, str) else what()}: {why}")
 
 
 async def discard(path: str, published: bool = False) -> None:
@@ -207,8 +217,11 @@ async def _import_source(store: Store, source: Source, key: str, emit: Emit, ins
         elif source.kind == "lxc":
             async with http.client() as c:
                 digest = source.args[1] if len(source.args) > 1 else None
-                rootfs = await lxc.resolve(c, source.args[0], insecure=insecure, digest=digest)
-                await fetch_unpack(c, rootfs.url, rootfs.sha256, rootfs.size, root, emit)
+                async def find(c: httpx.AsyncClient = c) -> tuple[str, str | None, int | None]:
+                    rootfs = await lxc.resolve(c, source.args[0], insecure=insecure, digest=digest)
+                    return rootfs.url, rootfs.sha256, rootfs.size
+
+                await fetch_unpack(c, source.args[0], None, None, root, emit, resolve=find)
         elif source.kind == "url":
             async with http.client() as c:
                 await fetch_unpack(c, source.args[0], source.args[1] if len(source.args) > 1 else None, None, root, emit)

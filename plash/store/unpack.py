@@ -28,26 +28,78 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def open_decompressed(raw: BinaryIO) -> BinaryIO:
-    """A stream of the tarball's plain bytes, whatever its compression."""
+    """A stream of the tarball's plain bytes, whatever its compression.
+
+    Compressed input is decompressed by a thread of its own, ahead of the
+    reader: zlib, lzma, bz2 and zstd release the GIL while they work, so
+    decompressing overlaps with creating the files (as tar does with a
+    separate xz process).
+    """
     buf = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type,type-var]
     magic = buf.peek(6)[:6]
+    stream: BinaryIO
     if magic.startswith(b"\x1f\x8b"):
         import gzip
 
-        return gzip.GzipFile(fileobj=buf, mode="rb")  # type: ignore[return-value]
-    if magic.startswith(b"BZh"):
+        stream = gzip.GzipFile(fileobj=buf, mode="rb")  # type: ignore[assignment]
+    elif magic.startswith(b"BZh"):
         import bz2
 
-        return bz2.BZ2File(buf)  # type: ignore[return-value]
-    if magic.startswith(b"\xfd7zXZ\x00"):
+        stream = bz2.BZ2File(buf)  # type: ignore[assignment]
+    elif magic.startswith(b"\xfd7zXZ\x00"):
         import lzma
 
-        return lzma.LZMAFile(buf)  # type: ignore[return-value]
-    if magic.startswith(b"\x28\xb5\x2f\xfd"):
+        stream = lzma.LZMAFile(buf)  # type: ignore[assignment]
+    elif magic.startswith(b"\x28\xb5\x2f\xfd"):
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(buf, read_across_frames=True)  # type: ignore[return-value]
-    return buf  # type: ignore[return-value]
+        stream = zstandard.ZstdDecompressor().stream_reader(buf, read_across_frames=True)  # type: ignore[assignment]
+    else:
+        return buf  # type: ignore[return-value]
+    return ReadAhead(stream)  # type: ignore[return-value]
+
+
+class ReadAhead:
+    """Reads a stream in a daemon thread, a bounded number of chunks ahead (about 8 MB)."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, stream: BinaryIO) -> None:
+        import queue
+        import threading
+
+        self.chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=8)
+        self.pending = b""
+        self.pos = 0
+        self.done = False
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: BinaryIO) -> None:
+        try:
+            while chunk := stream.read(self.CHUNK):
+                self.chunks.put(chunk)
+            self.chunks.put(b"")
+        except BaseException as e:  # handed to the reader, raised there
+            self.chunks.put(e)
+
+    def read(self, n: int = -1) -> bytes:
+        out = []
+        want = n if n >= 0 else 1 << 62
+        while want > 0 and not self.done:
+            if self.pos == len(self.pending):
+                got = self.chunks.get()
+                if isinstance(got, BaseException):
+                    self.done = True
+                    raise got
+                if not got:
+                    self.done = True
+                    break
+                self.pending, self.pos = got, 0
+            part = self.pending[self.pos:self.pos + want]
+            self.pos += len(part)
+            want -= len(part)
+            out.append(part)
+        return b"".join(out)
 
 
 def member_parts(name: str) -> list[str]:
@@ -304,10 +356,13 @@ def unpack(stream: BinaryIO, dest: str, oci: bool = False) -> int:
     old_umask = os.umask(0)
     try:
         try:
-            with tarfile.open(fileobj=open_decompressed(stream), mode="r|") as tar:
+            plain = open_decompressed(stream)
+            with tarfile.open(fileobj=plain, mode="r|") as tar:
                 for info in tar:
                     unpacker.add(tar, info)
                     count += 1
+            while plain.read(1 << 20):  # to the end (padding), so the reader thread ends too
+                pass
         except UnpackError:
             raise
         except OSError as e:
