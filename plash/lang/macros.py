@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from plash.lang.tokens import Call, MacroError, Where, parse, words_from_argv, words_from_file_text
+from plash.lang.tokens import Call, MacroError, Where, parse, words_from_argv, words_from_file_text, words_from_split
 
 TYPE_CHECKING = False  # typing itself is not imported: it slows plash's start
 if TYPE_CHECKING:
@@ -156,7 +156,10 @@ def _inline(ctx: Context, call: Call) -> list[str]:
 
 @macro("run-stdin", "shell code read from stdin", "build steps", 0, 0)
 def _run_stdin(ctx: Context, call: Call) -> list[str]:
-    return _read_stdin(ctx, call).split("\n")
+    # the newline that ends the input (and any empty lines after the code) is not a line of code:
+    # `printf 'a\n'` and `printf 'a'` are the same script, and the same layer
+    text = _read_stdin(ctx, call).rstrip("\n")
+    return text.split("\n") if text else []
 
 
 def _read_stdin(ctx: Context, call: Call) -> str:
@@ -234,15 +237,27 @@ def _write_script(ctx: Context, call: Call) -> list[str]:
     return _write_file(ctx, call) + [f"chmod 755 {quote(call.args[0])}"]
 
 
-@macro("import-env", "bake host variables into the layer: NAME[:ALIAS]...", "files and environment", 1)
+_NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
+_NAME_CHARS = _NAME_START | frozenset("0123456789")
+
+
+def _is_shell_name(s: str) -> bool:
+    return bool(s) and s[0] in _NAME_START and set(s) <= _NAME_CHARS
+
+
+@macro("import-env", "bake host variables into the layer (exported): NAME[:ALIAS]...; an unset NAME adds nothing",
+       "files and environment", 1)
 def _import_env(ctx: Context, call: Call) -> list[str]:
     out = []
     for item in call.args:
-        name, _, alias = item.partition(":")
-        alias = alias or name
-        if name not in os.environ:
-            raise MacroError(call.where, f"--import-env: {name} is not set on the host")
-        out.append(f"export {alias}={quote(os.environ[name])}")
+        name, sep, alias = item.partition(":")
+        alias = alias if sep else name
+        for n in (name, alias):
+            if not _is_shell_name(n):
+                raise MacroError(call.where, f"--import-env: {n!r} is not a shell variable name",
+                                 hint="names are letters, digits and _, not starting with a digit: NAME[:ALIAS]")
+        if name in os.environ:  # unset on the host: nothing to bake, as in the original
+            out.append(f"export {alias}={quote(os.environ[name])}")
     return out
 
 
@@ -336,12 +351,21 @@ def _eval_file(ctx: Context, call: Call) -> list[str]:
     return out
 
 
-@macro("eval-string", "include macros from a string (split like a build file)", "including", 1)
+@macro("eval-string", "include macros from a string, split like a POSIX shell: --eval-string \"--run 'echo hi'\"",
+       "including", 1)
 def _eval_string(ctx: Context, call: Call) -> list[str]:
-    out = Located()
-    for s in call.args:
-        out += _include(ctx, words_from_file_text(s, f"{call.where}: eval-string"), ctx.base_dir, call)
-    return out
+    import shlex  # imports re: only here, off the start path of plash executables
+
+    # Several arguments are one string: a build file line `--eval-string --run 'a b'` arrives
+    # split on whitespace, and joining it again lets the quotes pair up as the user wrote them.
+    text = " ".join(call.args)
+    try:
+        words = shlex.split(text)
+    except ValueError as e:
+        reason = str(e)
+        raise MacroError(call.where, f"--eval-string: cannot split {text!r} like a shell: "
+                                     f"{reason[:1].lower()}{reason[1:]}") from None
+    return _include(ctx, words_from_split(words, f"{call.where}: eval-string"), ctx.base_dir, call)
 
 
 @macro("eval-stdin", "include macros read from stdin", "including", 0, 0)

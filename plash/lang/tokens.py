@@ -105,6 +105,15 @@ def words_from_file_text(text: str, filename: str) -> list[Word]:
     return out
 
 
+def words_from_split(words: list[str], origin: str) -> list[Word]:
+    """Words already split (eval-string's shell split), numbered from 1 after their origin."""
+    return [Word(w, Where(origin, i)) for i, w in enumerate(words, 1)]
+
+
+def _has_space(word: str) -> bool:
+    return any(c.isspace() for c in word)
+
+
 def _is_letter_group(word: str) -> bool:
     return len(word) > 1 and word[0] == "-" and word[1] != "-" and word[1:].isalpha()
 
@@ -120,6 +129,10 @@ def parse(words: list[Word]) -> list[Call]:
             if literal.startswith(" "):
                 literal = literal[1:]
             arg = literal
+        elif _has_space(text):
+            # macro names never contain spaces: `--run 'echo hi'` in one word is an argument
+            # (of --eval-string, say), as it would be after a shell split
+            arg = text
         elif text.startswith("--"):
             name = text[2:]
             if not name:

@@ -124,10 +124,23 @@ def test_expansions() -> None:
 
 def test_import_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOSTVAR", "it's here")
+    monkeypatch.setenv("_V2", "x")
     assert ev("--import-env", "HOSTVAR:ALIAS") == "export ALIAS='it'\"'\"'s here'"
+    assert ev("--import-env", "_V2", "HOSTVAR:_a1") == "export _V2=x\nexport _a1='it'\"'\"'s here'"
     monkeypatch.delenv("HOSTVAR")
-    with pytest.raises(MacroError, match="HOSTVAR is not set"):
-        ev("--import-env", "HOSTVAR")
+    assert ev("--import-env", "HOSTVAR") == ""  # unset on the host: nothing, as in the original
+    assert ev("--import-env", "HOSTVAR:ALIAS", "_V2") == "export _V2=x"
+
+
+@pytest.mark.parametrize("item,bad", [
+    ("1X", "1X"), ("A-B", "A-B"), ("A:B-C", "B-C"), ("A:", ""), (":A", ""), ("A:B:C", "B:C"), ("Ä", "Ä"),
+    ("A B", "A B"), ("$(id)", "$(id)"), ("A:9", "9"),
+])
+def test_import_env_names_must_be_shell_names(monkeypatch: pytest.MonkeyPatch, item: str, bad: str) -> None:
+    monkeypatch.setenv("A", "x")
+    with pytest.raises(MacroError) as e:
+        ev("--run", "x", "--import-env", item)
+    assert e.value.message == f"argument 3: --import-env: {bad!r} is not a shell variable name"
 
 
 def test_invalidate_layer_differs_each_time() -> None:
@@ -165,8 +178,50 @@ def test_includes_resolve_relative_to_the_including_file(tmp_path: Path) -> None
         expand_file(str(tmp_path / "outer"))
 
 
-def test_eval_string() -> None:
-    assert ev("--eval-string", "--\\ --run\necho hi") == "echo hi"
+def test_eval_string_splits_like_a_posix_shell() -> None:
+    assert ev("--eval-string", "--run 'echo from string'") == "echo from string"
+    assert ev("--eval-string", "--run \"a  b\" c\\ d --layer -x 'e'\\''f'") == "a  b\nc d\n### plash hint: layer\ne'f"
+    assert ev("--eval-string", "--\\ --run\necho hi") == "echo\nhi"  # a literal argument, then split
+    assert ev("--eval-string", "-A git", "--run x") == "### plash hint: image=lxc alpine:edge\napk update\napk add git\nx"
+    assert ev("--eval-string", "", "--run ''") == ""
+    assert ev("--run", "a", "--eval-string", "--run '--# no' '--\\ -y' '--\\'") == "a\n-y\n"
+
+
+def test_eval_string_words_are_command_line_words() -> None:
+    # a word with spaces is an argument, even if it starts with a dash: macro names have none
+    assert ev("--eval-string", "--run '--not a macro'") == "--not a macro"
+    assert ev("--run", "-x y", "--from-id", "3") == "-x y\n### plash hint: image=id 3"
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--from", "1", "--eval-string", "--run ok --aptt x"],
+     "argument 3: eval-string:3: unknown macro 'aptt' (did you mean 'apt'?)"),
+    (["--eval-string", "stray --run x"], "argument 1: eval-string:1: argument 'stray' before any macro"),
+    (["--eval-string", "--run x --from"], "argument 1: eval-string:3: --from needs at least 1 argument(s), got 0"),
+    (["--eval-string", "--run 'unclosed"], "argument 1: --eval-string: cannot split \"--run 'unclosed\" like a shell: no closing quotation"),
+    (["--eval-string", "--eval-string --eval-string"], "argument 1: eval-string:1: --eval-string needs at least 1 argument(s), got 0"),
+])
+def test_eval_string_errors_are_located(argv: list[str], message: str) -> None:
+    with pytest.raises(MacroError) as e:
+        expand_argv(argv)
+    assert e.value.message == message
+
+
+def test_eval_string_in_a_build_file_takes_the_rest_of_the_line(tmp_path: Path) -> None:
+    f = tmp_path / "build"
+    f.write_text("--run\nfirst\n--eval-string --run 'echo from string' --layer\n")
+    lines = expand_file(str(f))
+    assert script_text(lines) == "first\necho from string\n### plash hint: layer"
+    assert [str(w) for _, w in lines][1] == f"{f}:3: eval-string:1"
+
+
+def test_run_stdin_drops_the_final_newlines(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    for text, expect in (("a\nb\n", "a\nb"), ("a\nb", "a\nb"), ("a\n\n\n", "a"), ("\n", ""), ("", ""),
+                         ("a\n\nb\n", "a\n\nb")):
+        monkeypatch.setattr("sys.stdin", io.StringIO(text))
+        assert ev("--run-stdin", "--run", "z") == (expect + "\n" if expect else "") + "z", text
 
 
 def test_layers_and_keys() -> None:
