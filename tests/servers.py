@@ -145,23 +145,38 @@ class Server:
 
 
 def add_lxc_image(server: Server, distro: str, release: str, arch: str, rootfs: bytes, build: str = "20261101_00:00",
-                  listed_sha: str | None = None, listed_size: int | None = None) -> str:
-    """Publish a rootfs in the simplestreams catalogue and the plain index; return its path."""
+                  listed_sha: str | None = None, listed_size: int | None = None, key: str = "root.tar.xz",
+                  ftype: str | None = "root.tar.xz", others: dict[str, str] | None = None) -> str:
+    """Publish a rootfs in the simplestreams catalogue and the plain index; return its path.
+
+    The rootfs item is keyed `key` with `ftype` (None: no ftype field); `others`
+    adds items of other kinds to the same version (item key -> ftype), served as
+    junk files, as real servers list lxd.tar.xz, root.squashfs and deltas beside it.
+    """
     st = server.state
     path = f"images/{distro}/{release}/{arch}/default/{build}/"
-    st.files[f"/{path}rootfs.tar.xz"] = rootfs
     st.files["/streams/v1/index.json"] = json.dumps({"format": "index:1.0", "index": {"images": {
         "datatype": "image-downloads", "path": "streams/v1/images.json", "format": "products:1.0"}}}).encode()
     images = json.loads(st.files.get("/streams/v1/images.json", b'{"products": {}}'))
     product = images["products"].setdefault(f"{distro}:{release}:{arch}:default", {"versions": {}})
-    product["versions"][build] = {"items": {"root.tar.xz": {
-        "ftype": "root.tar.xz", "path": f"{path}rootfs.tar.xz",
-        "sha256": listed_sha or hashlib.sha256(rootfs).hexdigest(),
-        "size": listed_size if listed_size is not None else len(rootfs)}}}
+    items: dict[str, dict] = {}
+    for other_key, other_ftype in (others or {}).items():
+        junk = f"not a root file system but {other_ftype}\n".encode()
+        st.files[f"/{path}{other_key}"] = junk
+        items[other_key] = {"ftype": other_ftype, "path": f"{path}{other_key}", "sha256": hashlib.sha256(junk).hexdigest(),
+                            "size": len(junk)}
+    if rootfs:  # b"": a version without a root file system tarball (a VM image, say)
+        st.files[f"/{path}rootfs.tar.xz"] = rootfs
+        items[key] = {"path": f"{path}rootfs.tar.xz", "sha256": listed_sha or hashlib.sha256(rootfs).hexdigest(),
+                      "size": listed_size if listed_size is not None else len(rootfs)}
+        if ftype is not None:
+            items[key]["ftype"] = ftype
+    product["versions"][build] = {"items": items}
     st.files["/streams/v1/images.json"] = json.dumps(images).encode()
-    index = st.files.get("/meta/1.0/index-system", b"").decode()
-    index += f"{distro};{release};{arch};default;{build};/{path}\n"
-    st.files["/meta/1.0/index-system"] = index.encode()
+    if rootfs:
+        index = st.files.get("/meta/1.0/index-system", b"").decode()
+        index += f"{distro};{release};{arch};default;{build};/{path}\n"
+        st.files["/meta/1.0/index-system"] = index.encode()
     return f"/{path}rootfs.tar.xz"
 
 

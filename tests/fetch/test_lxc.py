@@ -14,6 +14,8 @@ import rootfs
 from conftest import PLASH, Plash
 from servers import Server, add_lxc_image
 
+from plash.engine.fetch.lxc import pick_from_streams
+
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
 
 
@@ -195,3 +197,59 @@ def test_eight_processes_import_the_same_image_once(plash: Plash, server: Server
 
 def lxc_many(plash: Plash, server: Server, runs: list[list[str]]) -> list[subprocess.CompletedProcess]:
     return plash.many(runs, env={"PLASH_LXC_URL": server.url, "PLASH_HTTP_TIMEOUT": "10"})
+
+
+def test_catalogue_items_are_picked_by_ftype_whatever_their_key(root_plash: Plash, server: Server, rootfs_xz: bytes) -> None:
+    # as images.linuxcontainers.org writes it: the newest version of a product may hold no
+    # root.tar.xz (a VM build, or a squashfs keyed root.tar.xz), and the keys are the server's choice
+    kinds = {"lxd.tar.xz": "lxd.tar.xz", "root.squashfs": "squashfs", "disk.qcow2": "disk-kvm.img",
+             "delta-20261031_00:00.vcdiff": "squashfs.vcdiff"}
+    add_lxc_image(server, "busybox", "1.35", ARCH, rootfs_xz, build="20261101_00:00", key="rootfs.tar.xz", others=kinds)
+    add_lxc_image(server, "busybox", "1.35", ARCH, b"", build="20261102_00:00", others={**kinds, "root.tar.xz": "squashfs"})
+    add_lxc_image(server, "busybox", "1.35", ARCH, b"", build="20261103_00:00", others={"lxd.tar.xz": "lxd.tar.xz"})
+    r = lxc(root_plash, server, "import-lxc", "busybox:1.35", "--dry")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"{server.url}/images/busybox/1.35/{ARCH}/default/20261101_00:00/rootfs.tar.xz"
+    r = lxc(root_plash, server, "import-lxc", "busybox:1.35")
+    assert r.returncode == 0, r.stderr
+    assert root_plash.ok("run", r.stdout.strip(), "cat", "/etc/os-release").startswith("NAME=busybox")
+    # sha256 and size are still checked on the item found by its ftype
+    add_lxc_image(server, "bad", "1", ARCH, rootfs_xz, key="rootfs.tar.xz", listed_sha="0" * 64, others=kinds)
+    before = root_plash.snapshot()
+    r = lxc(root_plash, server, "import-lxc", "bad:1")
+    assert r.returncode == 1 and r.stdout == ""
+    errors = [line for line in r.stderr.splitlines() if line.startswith("plash error:")]
+    assert len(errors) == 1 and "sha256 mismatch" in errors[0], r.stderr
+    assert root_plash.snapshot() == before
+
+
+def test_catalogue_items_without_ftype_count_by_their_key(root_plash: Plash, server: Server, rootfs_xz: bytes) -> None:
+    add_lxc_image(server, "old", "1", ARCH, rootfs_xz, ftype=None, others={"lxd.tar.xz": "lxd.tar.xz"})
+    r = lxc(root_plash, server, "import-lxc", "old:1")
+    assert r.returncode == 0, r.stderr
+    assert root_plash.ok("run", r.stdout.strip(), "cat", "/etc/os-release").startswith("NAME=busybox")
+    add_lxc_image(server, "other", "1", ARCH, rootfs_xz, key="rootfs.tar.xz", ftype=None)  # neither: not a rootfs
+    r = lxc(root_plash, server, "import-lxc", "other:1")
+    assert r.returncode == 1 and r.stdout == ""
+    assert [line for line in r.stderr.splitlines() if line.startswith("plash error:")] == [
+        f"plash error: other:1 ({ARCH}) is not in the image catalogue of {server.url}"], r.stderr
+
+
+def test_pick_from_streams() -> None:
+    item = {"ftype": "root.tar.xz", "path": "a/rootfs.tar.xz", "sha256": "AB" * 32, "size": 7}
+    images = {"products": {"d:r:amd64:default": {"versions": {
+        "2": {"items": {"rootfs.squashfs": {"ftype": "squashfs", "path": "b/x", "sha256": "c" * 64, "size": 1}}},
+        "1": {"items": {"lxd.tar.xz": {"ftype": "lxd.tar.xz", "path": "a/lxd.tar.xz", "sha256": "d" * 64},
+                        "whatever": item}}}}}}
+    found = pick_from_streams("http://h", images, "d", "r", "amd64")
+    assert found is not None
+    assert (found.url, found.sha256, found.size) == ("http://h/a/rootfs.tar.xz", "ab" * 32, 7)
+    assert pick_from_streams("http://h", images, "d", "r", "arm64") is None
+    # no ftype: the key says what it is
+    plain = {"products": {"d:r:amd64:default": {"versions": {"1": {"items": {"root.tar.xz": {
+        "path": "p", "sha256": "e" * 64}}}}}}}
+    found = pick_from_streams("http://h", plain, "d", "r", "amd64")
+    assert found is not None and (found.url, found.size) == ("http://h/p", None)
+    # an item without a digest is no use
+    del plain["products"]["d:r:amd64:default"]["versions"]["1"]["items"]["root.tar.xz"]["sha256"]
+    assert pick_from_streams("http://h", plain, "d", "r", "amd64") is None

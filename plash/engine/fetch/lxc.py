@@ -1,7 +1,7 @@
 """LXC image servers (SPEC 6.1): find a root file system and its digest.
 
 The simplestreams catalogue (streams/v1/index.json -> the images product
-file) gives root.tar.xz with its sha256 and size. The plain index
+file) gives the item of ftype root.tar.xz with its sha256 and size. The plain index
 (meta/1.0/index-user, index-system) has no digests, so it is used only with
 --insecure or a digest from the user.
 """
@@ -37,17 +37,33 @@ def split_name(name: str) -> tuple[str, str]:
     return distro, release
 
 
+ROOTFS_FTYPE = "root.tar.xz"
+
+
+def rootfs_item(items: dict) -> dict | None:
+    """Pure: the root.tar.xz item of one version, found by its ftype whatever its key (as LXD's client does).
+
+    Servers key items as they like (root.tar.xz, rootfs.tar.xz, ...) beside
+    lxd.tar.xz, root.squashfs, disk.qcow2 and deltas; an item without an
+    ftype counts by its key, as older catalogues wrote them.
+    """
+    found = [(key != ROOTFS_FTYPE, key, item) for key, item in items.items() if isinstance(item, dict)
+             and item.get("ftype", key) == ROOTFS_FTYPE and item.get("path") and item.get("sha256")]
+    return min(found, key=lambda f: f[:2])[2] if found else None
+
+
 def pick_from_streams(base: str, images: dict, distro: str, release: str, arch: str) -> Rootfs | None:
-    """Pure: the newest root.tar.xz of distro:release:arch:default in a simplestreams products document."""
+    """Pure: the newest version of distro:release:arch:default with a root.tar.xz, in a simplestreams products document."""
     product = images.get("products", {}).get(f"{distro}:{release}:{arch}:default")
     if not product:
         return None
     versions = product.get("versions", {})
     for version in sorted(versions, reverse=True):
-        item = versions[version].get("items", {}).get("root.tar.xz")
-        if item and item.get("path") and item.get("sha256"):
+        item = rootfs_item(versions[version].get("items") or {})
+        if item:
             size = item.get("size")
-            return Rootfs(f"{base}/{item['path']}", item["sha256"], int(size) if size is not None else None)
+            url = f"{base}/{item['path'].lstrip('/')}"
+            return Rootfs(url, str(item["sha256"]).lower(), int(size) if size is not None else None)
     return None
 
 
