@@ -13,6 +13,29 @@ PASSED_ENV = ("TERM", "DISPLAY", "XAUTHORITY", "HOME", "PLASH_DATA")
 RUN_BINDS = ("/home", "/root", "/tmp", "/dev", "/proc", "/sys", "/etc/resolv.conf")
 BUILD_BINDS = tuple(p for p in RUN_BINDS if p != "/tmp")
 
+# Top-level dirs that make up an image: a $HOME there is never bound over them.
+_SYSTEM_DIRS = frozenset(("/", "/bin", "/boot", "/dev", "/etc", "/lib", "/lib32", "/lib64", "/libx32", "/proc",
+                          "/run", "/sbin", "/sys", "/usr", "/var", "/opt", "/srv", "/mnt", "/media", "/tmp"))
+
+
+def home_binds(binds: tuple[str, ...], home: str | None = None) -> list[tuple[str, str]]:
+    """Binds for the caller's home when it lies outside the shared dirs (CI users, service accounts).
+
+    /home and /root are shared anyway; a home elsewhere (/var/lib/jenkins) is
+    bound at its real path, where os.getcwd() names it, and at $HOME's own
+    spelling when that is a symlink to it.
+    """
+    home = os.environ.get("HOME", "") if home is None else home
+    if not home.startswith("/"):
+        return []
+    real = os.path.realpath(home)
+    out: list[tuple[str, str]] = []
+    for dst in dict.fromkeys((real, os.path.normpath(home))):
+        if dst in _SYSTEM_DIRS or any(dst == b or dst.startswith(b + "/") for b in binds):
+            continue  # shared already, or a system dir that must stay the image's
+        out.append((real, dst))
+    return out
+
 
 def data_dir() -> str:
     """The store's path: $PLASH_DATA, else ~/.plashdata (absolute, not resolved)."""

@@ -73,7 +73,8 @@ def run_executable(path: str, args: list[str]) -> None:
 
     lines = expand_file(path)
     store = _store()
-    image = build(store, lines, emitter())
+    # an executable's steps run in its own directory, whatever the caller's cwd
+    image = build(store, lines, emitter(), cwd=os.path.dirname(os.path.abspath(path)))
     entry = store.meta(image).get("entrypoint")
     if not entry:
         raise PlashError(f"{path}: no entrypoint", hint="add a line '--entrypoint CMD' or '--entrypoint-script'")

@@ -27,12 +27,16 @@ DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 
 class Prepared:
-    """A build's plan against one store: the base, the layers and which are cached."""
+    """A build's plan against one store: the base, the layers, which are cached, and where steps run.
+
+    cwd is the directory build steps start in when it exists inside the image
+    (the caller's, or a plash executable's own); it is not part of any key.
+    """
 
     def __init__(self, source: Source, base_id: int | None, base_key: str, layers: list[Layer],
-                 ids: list[int | None]) -> None:
+                 ids: list[int | None], cwd: str = "/") -> None:
         self.source, self.base_id, self.base_key = source, base_id, base_key
-        self.layers, self.ids = layers, ids
+        self.layers, self.ids, self.cwd = layers, ids, cwd
 
     @property
     def complete(self) -> bool:
@@ -62,7 +66,7 @@ def resolve_source(store: Store, source: Source | None) -> tuple[int | None, str
     return store.lookup_key(key), key
 
 
-def prepare(store: Store, lines: list[tuple[str, Where]]) -> Prepared:
+def prepare(store: Store, lines: list[tuple[str, Where]], cwd: str | None = None) -> Prepared:
     source, raw = split_script(lines)
     base_id, base_key = resolve_source(store, source)
     assert source is not None
@@ -73,16 +77,25 @@ def prepare(store: Store, lines: list[tuple[str, Where]]) -> Prepared:
         found = store.lookup_key(layer.key) if parent_ok else None
         ids.append(found)
         parent_ok = found is not None
-    return Prepared(source, base_id, base_key, layers, ids)
+    return Prepared(source, base_id, base_key, layers, ids, cwd or _cwd())
 
 
-def build(store: Store, lines: list[tuple[str, Where]], make_emit: Callable[[], Emit] | None = None) -> int:
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:
+        return "/"
+
+
+def build(store: Store, lines: list[tuple[str, Where]], make_emit: Callable[[], Emit] | None = None,
+          cwd: str | None = None) -> int:
     """Build and return the final image id; all cached: no trio, nothing printed.
 
     make_emit gives the sink for engine events (plash/ui renders them); it is
-    called only when something has to be built.
+    called only when something has to be built. Steps run in cwd (default:
+    this process's) when the image has it.
     """
-    prepared = prepare(store, lines)
+    prepared = prepare(store, lines, cwd)
     if prepared.complete:
         final = prepared.final_id
         assert final is not None

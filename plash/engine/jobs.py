@@ -256,15 +256,32 @@ def debootstrap_command(suite: str, mirror: str) -> tuple[list[str], bool]:
                      hint="apt-get install mmdebstrap")
 
 
+async def check_suite(suite: str, mirror: str) -> None:
+    """Fail early, and say so, when the mirror has no such suite (mmdebstrap's own error is obscure)."""
+    if not mirror.startswith(("http://", "https://")):
+        return  # file:, copy: or mirror lists: mmdebstrap knows best
+    url = f"{mirror.rstrip('/')}/dists/{suite}/Release"
+    async with http.client() as c:
+        try:
+            await http.get_bytes(c, url)
+        except http.FetchError as e:
+            if ": HTTP 404" in e.message:
+                raise PlashError(f"--from-debootstrap: unknown suite {suite!r}: {mirror} has no dists/{suite}/Release",
+                                 hint="use a suite or codename the mirror has, e.g. bookworm, trixie, stable") from None
+            raise PlashError(f"--from-debootstrap: cannot reach the mirror: {e.message}") from None
+
+
 async def debootstrap(source: Source, root: str, emit: Emit) -> None:
     suite = source.args[0]
     mirror = source.args[1] if len(source.args) > 1 else default_mirror()
     argv, streams = debootstrap_command(suite, mirror)
+    await check_suite(suite, mirror)
     emit(note(f"creating a {suite} root file system with {argv[0]} (this takes a while)"))
     if streams:
         r, w = os.pipe()
+        codes: dict[str, int] = {}
+        unpack_error: list[PlashError] = []
         async with trio.open_nursery() as nursery:
-            codes: dict[str, int] = {}
 
             async def produce() -> None:
                 try:
@@ -275,13 +292,17 @@ async def debootstrap(source: Source, root: str, emit: Emit) -> None:
             async def consume() -> None:
                 try:
                     await unpack_child(root, r, f"{argv[0]} output")
+                except PlashError as e:
+                    unpack_error.append(e)  # reported below, unless the maker failed first
                 finally:
                     os.close(r)
 
             nursery.start_soon(produce)
             nursery.start_soon(consume)
         if codes.get("make"):
-            raise PlashError(f"{argv[0]} failed for suite {suite} (exit {codes['make']})")
+            raise PlashError(f"{argv[0]} failed for suite {suite} (exit {codes['make']}; its messages are above)")
+        if unpack_error:
+            raise unpack_error[0]
     else:
         code = await run_child([a.replace("{dir}", root) for a in argv])
         if code:
@@ -332,7 +353,7 @@ class KeyLock:
             os.close(self.fd)
 
 
-async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: int, emit: Emit) -> int:
+async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: int, emit: Emit, cwd: str = "/") -> int:
     found = store.lookup_key(layer.key)
     if found is not None:
         return found
@@ -340,16 +361,16 @@ async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: in
         found = store.lookup_key(layer.key)  # look again: another process may have made it meanwhile
         if found is not None:
             return found
-        return await _build_layer(store, parent, layer, n, total, emit)
+        return await _build_layer(store, parent, layer, n, total, emit, cwd)
 
 
-async def _build_layer(store: Store, parent: int, layer: Layer, n: int, total: int, emit: Emit) -> int:
+async def _build_layer(store: Store, parent: int, layer: Layer, n: int, total: int, emit: Emit, cwd: str) -> int:
     if not layer.shell.strip():
         staging = new_staging(store, "layer", with_work=False)  # hints only: no container needed
     else:
         staging = new_staging(store, "layer")
         emit(note(f"building layer {n}/{total} ({layer.where})"))
-        spec = {"store": store.path, "image": parent, "shell": layer.shell, "staging": staging}
+        spec = {"store": store.path, "image": parent, "shell": layer.shell, "staging": staging, "cwd": cwd}
         try:
             argv = launcher("step", json.dumps(spec))
             if getattr(emit, "wants_output", False):  # a live display: lines go through it
@@ -393,7 +414,7 @@ def build_jobs(store: Store, prepared: Prepared, emit: Emit) -> dict[str, Job]:
     total = len(prepared.layers)
     for n, layer in enumerate(prepared.layers, 1):
         def make(layer: Layer = layer, n: int = n):  # type: ignore[no-untyped-def]
-            return lambda parent_id: build_layer(store, parent_id, layer, n, total, emit)
+            return lambda parent_id: build_layer(store, parent_id, layer, n, total, emit, prepared.cwd)
 
         jobs[layer.key] = Job(layer.key, (parent,), "step", make(), label=f"layer {n}")
         parent = layer.key

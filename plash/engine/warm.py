@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from plash.engine.build import Prepared, first_error, prepare
 from plash.errors import PlashError
 from plash.store.layout import Store
@@ -21,7 +23,7 @@ def warm(store: Store, files: list[str], parallel: int, keep_going: bool,
     plans: dict[str, Prepared | PlashError] = {}
     for f in files:
         try:
-            plans[f] = prepare(store, expand_file(f))
+            plans[f] = prepare(store, expand_file(f), cwd=os.path.dirname(os.path.abspath(f)))
         except PlashError as e:
             if not keep_going:
                 raise

@@ -1,7 +1,7 @@
 """Launcher entry for the engine, which cannot fork (trio runs): python -m plash.launch OP ARGS.
 
     step JSON       run a build step in a container, changes kept in staging;
-                    JSON: {"store", "image", "shell", "staging"}
+                    JSON: {"store", "image", "shell", "staging", "cwd"}
     finish STAGING  remove launcher residue and the work dir of a staging dir
     rmtree PATH     delete a tree that may hold files of subordinate ids
     unpack DIR      unpack a tarball from stdin into DIR, in the user namespace
@@ -44,9 +44,11 @@ def step(spec: dict, parent: int = 0) -> None:
 
     store = Store(spec["store"])
     argv = ["/bin/sh", "-e", "-x", "-c", spec["shell"]]
-    os.chdir("/")
-    cspec = image_spec(store, int(spec["image"]), argv, binds=config.BUILD_BINDS,
-                       staging=spec["staging"], residue_file=os.path.join(spec["staging"], "residue"))
+    # The step runs where the user is (or the executable's directory) when
+    # that exists inside the image, as the original did: home is shared.
+    cspec = image_spec(store, int(spec["image"]), argv, binds=config.BUILD_BINDS, staging=spec["staging"],
+                       residue_file=os.path.join(spec["staging"], "residue"), cwd=spec.get("cwd") or "/",
+                       build_step=True)
     env = dict(cspec.env)
     if os.getuid() != 0 and userns.id_ranges() is None:
         # Only uid 0 exists in the namespace: apt's drop to _apt would fail.

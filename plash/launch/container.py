@@ -60,6 +60,8 @@ class ContainerSpec:
         residue_file: str | None = None,
         fallback_cwd: str = "/",  # where to start when the caller's cwd is not in the image
         supervise: int = 0,  # a pid: stay as the command's parent, kill its group when that pid is gone
+        profile: bool = False,  # start argv from the image's /etc/profile environment
+        assigned: tuple[tuple[str, str], ...] = (),  # NAME=value words of the command line (set last)
     ) -> None:
         self.store = store
         self.layer_dirs = layer_dirs
@@ -72,6 +74,8 @@ class ContainerSpec:
         self.residue_file = residue_file
         self.fallback_cwd = fallback_cwd
         self.supervise = supervise
+        self.profile = profile
+        self.assigned = assigned
 
 
 def root_dir(spec: ContainerSpec) -> str:
@@ -208,15 +212,16 @@ def container_env(
     prefixes: list[str],
     image_env: list[str],
     host: dict[str, str] | None = None,
+    exports: bool = True,
 ) -> dict[str, str]:
-    """The container's environment: image defaults plus the allowed host names."""
+    """The container's environment: image defaults plus the allowed host names (PLASH_EXPORT's with exports)."""
     host = dict(os.environ) if host is None else host
     env = {"PATH": config.DEFAULT_PATH}
     for item in image_env:  # KEY=VALUE defaults of the image (OCI config Env)
         k, sep, v = item.partition("=")
         if sep:
             env[k] = v
-    allowed = list(config.PASSED_ENV) + config.exported_names() + names
+    allowed = list(config.PASSED_ENV) + (config.exported_names() if exports else []) + names
     for k in allowed:
         if k in host:
             env[k] = host[k]
@@ -330,7 +335,27 @@ def start(spec: ContainerSpec) -> None:
     os.chdir(cwd)
     if "PWD" in env:
         env["PWD"] = cwd
+    if spec.argv and spec.profile and os.path.isfile("/etc/profile") and os.access("/bin/sh", os.X_OK):
+        argv = with_profile(argv, spec.assigned)
+    else:
+        env.update(spec.assigned)
     exec_command(argv, env)
+
+
+# Runs a command the way the image's login shell would see it: /etc/profile
+# first, then the NAME=value words of the command line, then the command
+# (exec'd, so its status and signals are its own).
+PROFILE_SCRIPT = """. /etc/profile
+n=$1; shift
+while [ "$n" -gt 0 ]; do export "$1"; shift; n=$((n - 1)); done
+command -v "$1" >/dev/null 2>&1 || { printf '%s: command not found\\n' "$1" >&2; exit 127; }
+exec "$@"
+"""
+
+
+def with_profile(argv: list[str], assigned: tuple[tuple[str, str], ...]) -> list[str]:
+    """argv wrapped in /bin/sh so that it starts with the image's /etc/profile environment."""
+    return ["/bin/sh", "-c", PROFILE_SCRIPT, "plash", str(len(assigned)), *(f"{k}={v}" for k, v in assigned), *argv]
 
 
 def supervise(engine: int, root: str, staging: str | None) -> None:
