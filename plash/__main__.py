@@ -5,13 +5,54 @@ from __future__ import annotations
 import os
 import sys
 
+from plash.errors import PlashError
+
+# Every subcommand of plash.cli, in its order: `plash` alone and a mistyped command are answered
+# without loading click (70 ms). tests/cli/test_original_compat.py checks it against the click group.
+COMMANDS = (
+    "help", "version", "init", "build", "b", "warm", "eval", "help-macros", "run", "create", "import-tar",
+    "import-lxc", "import-url", "import-docker", "export-tar", "copy", "mount", "with-mount", "nodepath",
+    "parent", "map", "rm", "clean", "fsck", "shrink", "purge", "sudo", "data",
+)
+
+NO_ARGUMENTS = "plash is a container build and run tool, try plash help"
+
+
+def _distance(a: str, b: str) -> int:
+    """Edits (insert, delete, replace, swap two neighbours) that turn a into b."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            d = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                d = min(d, prev2[j - 2] + 1)
+            cur.append(d)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def unknown_command(word: str) -> PlashError:
+    """The error for a first word that is no command, with the nearest command as a hint."""
+    limit = 1 if len(word) <= 4 else 2
+    near = min(COMMANDS, key=lambda c: _distance(word, c))
+    hint = f"did you mean '{near}'?" if _distance(word, near) <= limit else "plash help lists the commands"
+    return PlashError(f"no such command: {word or repr(word)}", hint=hint)
+
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
-    from plash.errors import PlashError, report
+    from plash.errors import report
 
     try:
         first = args[0] if args else ""
+        if not args:
+            sys.stderr.write(NO_ARGUMENTS + "\n")
+            sys.exit(1)
+        if first in ("-h", "--help"):
+            args = ["help", *args[1:]]
+            first = "help"
         if first == "run" and args[1:2] not in (["-h"], ["--help"]):
             from plash.launch import run
 
@@ -24,7 +65,7 @@ def main(argv: list[str] | None = None) -> None:
             from plash.lang.macros import help_text
 
             sys.stdout.write(help_text() + "\n")
-        elif first.startswith("-") and first not in ("-h", "--help", "--version"):
+        elif first.startswith("-") and first != "--version":
             from plash import frontend
 
             frontend.b(["run", *args])
@@ -32,6 +73,8 @@ def main(argv: list[str] | None = None) -> None:
             from plash import frontend
 
             {"build": frontend.main_build, "eval": frontend.main_eval, "b": frontend.b}[first](args[1:])
+        elif first not in COMMANDS and first != "--version":
+            raise unknown_command(first)
         else:
             from plash.cli import main as cli_main
 

@@ -11,6 +11,7 @@ import sys
 import click
 
 from plash import __version__, actions
+from plash.__main__ import unknown_command
 from plash.errors import PlashError, UsageError, os_message
 from plash.store.layout import full_store_note
 
@@ -32,7 +33,7 @@ def cli(ctx: click.Context) -> None:
     system; it shares your home, /tmp, network and kernel.
     """
     if ctx.invoked_subcommand is None:
-        click.echo(ctx.get_help())
+        out(command_list())
 
 
 def out(value: object) -> None:
@@ -40,18 +41,59 @@ def out(value: object) -> None:
     sys.stdout.flush()
 
 
+def _synopsis(cmd: click.Command) -> str:
+    """A command's arguments as `plash help` shows them: options first, then `IMAGE [CMD...]`."""
+    opts, args = [], []
+    for p in cmd.params:
+        if isinstance(p, click.Option):
+            if p.name == "help" or not p.opts:
+                continue
+            flag = p.opts[0]
+            if p.is_flag:
+                opts.append(f"[{flag}]")
+            else:
+                longest = max(p.opts, key=len).lstrip("-")
+                opts.append(f"[{flag} {p.metavar or longest.upper()}]")
+        elif isinstance(p, click.Argument):
+            name = p.human_readable_name
+            if p.nargs == -1:
+                name += "..."
+            args.append(name if p.required else f"[{name}]")
+    return " ".join(opts + args)
+
+
+def _what(cmd: click.Command) -> str:
+    """The first paragraph of a command's help, as a phrase: `run CMD in IMAGE (...)`."""
+    first = " ".join((cmd.help or "").split("\n\n")[0].split()).rstrip(".")
+    if first[1:2].islower():
+        first = first[0].lower() + first[1:]
+    return first
+
+
+def command_list() -> str:
+    """Every command on one line, `plash CMD ARGS  what it does`, as the original's plash help."""
+    rows = [(f"plash {name} {_synopsis(cmd)}".rstrip(), _what(cmd)) for name, cmd in cli.commands.items()]
+    width = min(36, max(len(u) for u, _ in rows))
+    lines = [f"{usage:<{width}}  {what}" for usage, what in rows]
+    return "\n".join([
+        "plash is a container build and run tool. Its commands:", "", *lines, "",
+        "Use plash help CMD to explain one command, plash --help-macros to list the macros.",
+        "plash -X... ARGS [-- CMD...] (a first argument that is an option) builds and runs: plash b run.",
+        "plash PATH ARGS... (a path with a /) runs a build file's --entrypoint.",
+    ])
+
+
 @cli.command("help")
 @click.argument("command", required=False)
 @click.pass_context
 def help_cmd(ctx: click.Context, command: str | None) -> None:
     """List the commands, or explain one: plash help CMD."""
-    group = ctx.parent.command if ctx.parent else cli
     if command is None:
-        click.echo(group.get_help(ctx.parent))  # type: ignore[arg-type]
+        out(command_list())
         return
     cmd = cli.get_command(ctx, command)
     if cmd is None:
-        raise PlashError(f"no such command: {command}", hint="plash help lists them")
+        raise unknown_command(command)
     sub = click.Context(cmd, info_name=command, parent=ctx.parent)
     click.echo(cmd.get_help(sub))
 
@@ -62,6 +104,19 @@ def version() -> None:
     out(__version__)
 
 
+@cli.command("init")
+def init() -> None:
+    """Create the store ($PLASH_DATA, default ~/.plashdata) if it is missing; print nothing.
+
+    Scripts written for the original plash start with it. Every command
+    creates the store when it needs it, so it is never required.
+    """
+    from plash.config import data_dir
+    from plash.store.layout import Store
+
+    Store(data_dir()).ensure()
+
+
 @cli.command("build", context_settings=IMAGE_CMD)
 @click.argument("macros", nargs=-1, type=click.UNPROCESSED)
 def build(macros: tuple[str, ...]) -> None:
@@ -69,6 +124,15 @@ def build(macros: tuple[str, ...]) -> None:
 
     Cached layers are reused silently; --quiet first hides build progress.
     Example: plash build --from-debootstrap bookworm --apt cowsay
+
+    Build steps share the host's home (/home, /root), as in the original
+    plash: they see it and may write it; they do not see the host's /tmp.
+    There is no isolation: as root,
+
+    \b
+        plash build --from 1 --run 'useradd -m carol'
+
+    creates /home/carol on the host.
     """
     from plash import frontend
 
@@ -242,7 +306,7 @@ def export_tar(image: str, file: str) -> None:
 @click.argument("image")
 @click.argument("dir")
 def copy(image: str, dir: str) -> None:
-    """Copy IMAGE's merged file system to a new directory DIR."""
+    """Copy IMAGE's merged file system to a new directory DIR (or an existing empty one)."""
     actions.copy(image, dir)
 
 
@@ -254,7 +318,8 @@ def mount(image: str, dir: str, changesdir: str | None) -> None:
     """Mount IMAGE at DIR, read-only unless CHANGESDIR is given.
 
     Changes then go to CHANGESDIR/upper (CHANGESDIR/work is overlayfs's work
-    dir). Meant for use inside `plash sudo`, whose mount namespace it uses.
+    dir). It mounts in the caller's mount namespace: meant for use inside
+    `plash sudo`, or as root (where the mount stays visible on the host).
     """
     actions.mount(image, dir, changesdir)
 
@@ -263,7 +328,12 @@ def mount(image: str, dir: str, changesdir: str | None) -> None:
 @click.argument("image")
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
 def with_mount(image: str, cmd: tuple[str, ...]) -> None:
-    """Run a host CMD (default: $SHELL) with its cwd at IMAGE mounted read-only (no chroot)."""
+    """Run a host CMD (default: $SHELL) with its cwd at IMAGE mounted read-only (no chroot).
+
+    The mount lives in a mount namespace of its own. With PLASH_NO_UNSHARE
+    set, it is made in the caller's namespace instead (as root, or inside
+    `plash sudo`), visible there while CMD runs and unmounted when it ends.
+    """
     actions.with_mount(image, list(cmd))
 
 
@@ -271,34 +341,29 @@ def with_mount(image: str, cmd: tuple[str, ...]) -> None:
 @click.argument("image")
 def nodepath(image: str) -> None:
     """Print IMAGE's directory in the store (its layer is the root/ inside)."""
-    s = actions.store()
-    out(s.image_dir(actions.image_arg(s, image)))
+    s, n = actions.image_store(image)
+    out(s.image_dir(n))
 
 
 @cli.command("parent", context_settings=IMAGE_CMD)
 @click.argument("image")
 def parent(image: str) -> None:
     """Print the id of IMAGE's parent (0 for a base image)."""
-    s = actions.store()
-    out(s.parent(actions.image_arg(s, image)))
+    s, n = actions.image_store(image)
+    out(s.parent(n))
 
 
 @cli.command("map", context_settings=IMAGE_CMD)
 @click.argument("key")
 @click.argument("image", required=False)
 def map_cmd(key: str, image: str | None) -> None:
-    """Print the image KEY points to; with IMAGE, point KEY at it; with '' delete KEY."""
-    s = actions.store()
-    if image is None:
-        found = s.map_get(key)
-        if found is None:
-            raise PlashError(f"no map: {key}")
+    """Print the image KEY points to; with IMAGE, point KEY at it; with '' delete KEY.
+
+    An unset KEY prints nothing (exit 0); deleting one is fine too.
+    """
+    found = actions.map_key(key, image)
+    if found is not None:
         out(found)
-    elif image == "":
-        if not s.map_del(key):
-            raise PlashError(f"no map: {key}")
-    else:
-        s.map_set(key, actions.image_arg(s, image))
 
 
 @cli.command("rm", context_settings=IMAGE_CMD)
@@ -310,7 +375,9 @@ def rm(image: str) -> None:
 
 
 @cli.command("clean")
-def clean() -> None:
+@click.option("--clean-cache-keys", "--clean-tmp", "--clean-index", "original", is_flag=True, hidden=True,
+              help="accepted for scripts written for the original plash; clean always does all of it")
+def clean(original: bool) -> None:
     """Remove dangling index and map entries, orphaned layers and temp dirs whose owner is gone."""
     removed = actions.clean()
     for r in removed:
@@ -340,42 +407,63 @@ def fsck(repair: bool) -> None:
 
 @cli.command("shrink")
 def shrink() -> None:
-    """Delete about half of the images, oldest first, with their descendants."""
+    """Delete about half of the images, oldest first, with their descendants; print the removed ids.
+
+    An image goes only with all its descendants, and only when they fit in
+    half of the images (so an imported base that everything was built on
+    stays). Images in use by a running container or build are skipped.
+    """
     gone = actions.shrink()
-    click.echo(f"removed {len(gone)} image(s)", err=True)
+    if gone:
+        out(" ".join(map(str, gone)))
 
 
 @cli.command("purge")
 @click.option("--yes", is_flag=True, help="do not ask")
 def purge(yes: bool) -> None:
-    """Delete all build data (the whole store); asks first unless --yes."""
+    """Delete all build data: empty the store directory in place; asks first unless --yes.
+
+    The directory itself stays, with its mode (it may be a mount point).
+    Without a terminal, the answer is read from stdin: echo yes | plash purge.
+    """
     from plash.config import data_dir
 
+    if not actions.store_exists():
+        return  # nothing to delete, nothing to ask
     if not yes:
-        if not sys.stdin.isatty():
-            raise PlashError("refusing to purge without confirmation", hint="plash purge --yes")
-        click.echo(f"Delete everything in {data_dir()}? [y/N] ", err=True, nl=False)
-        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-            raise PlashError("purge cancelled")
+        if sys.stdin.isatty():
+            click.echo(f"Delete everything in {data_dir()}? [y/N] ", err=True, nl=False)
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            raise PlashError(f"purge cancelled: the answer was {answer!r}, not yes (or use plash purge --yes)")
     actions.purge()
 
 
 @cli.command("sudo", context_settings=IMAGE_CMD)
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
 def sudo(cmd: tuple[str, ...]) -> None:
-    """Run CMD (default: $SHELL) in plash's user and mount namespace as "root"."""
+    """Run CMD (default: $SHELL) in plash's user and mount namespace as "root".
+
+    Root callers get only a mount namespace of their own. With
+    PLASH_NO_UNSHARE set (non-empty), as in the original, no namespace is
+    made at all: CMD is exec'd as it is, as you (not "root") and in your
+    mount namespace, so mounts made by root stay visible on the host and an
+    ordinary user cannot mount.
+    """
     actions.sudo(list(cmd))
 
 
 @cli.command("data", context_settings=IMAGE_CMD)
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
 def data(cmd: tuple[str, ...]) -> None:
-    """Print the store's path, or run CMD inside it (in plash's namespace)."""
-    s = actions.store()
+    """Print the store's path, or run CMD inside it (in plash's namespace).
+
+    Printing the path of a store that does not exist yet is an error.
+    """
     if not cmd:
-        out(s.path)
+        out(actions.existing_store().path)
         return
-    actions.sudo(list(cmd), cwd=s.path)
+    actions.sudo(list(cmd), cwd=actions.store().path)
 
 
 def _usage(ctx: click.Context | None) -> str:

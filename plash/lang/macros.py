@@ -144,7 +144,8 @@ def _from_debootstrap(ctx: Context, call: Call) -> list[str]:
 # -- shell code --------------------------------------------------------------------
 
 
-@macro("run", "shell code: each argument is one line", "build steps", aliases=("x",))
+@macro("run", "shell code, one line per argument; steps share the host's home (/home, /root) and may write it, "
+       "but not its /tmp", "build steps", aliases=("x",))
 def _run(ctx: Context, call: Call) -> list[str]:
     return list(call.args)
 
