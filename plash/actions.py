@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from typing import BinaryIO
 
 from plash import config
-from plash.errors import ExitStatus, PlashError, StoreError
+from plash.errors import ExitStatus, NoImage, PlashError, StoreError
 from plash.launch import container, userns
 from plash.launch.child import in_namespace, rmtree_anywhere
 from plash.launch.run import image_spec
@@ -21,7 +20,13 @@ from plash.store.staging import finish_staging, new_staging
 
 
 def store() -> Store:
+    """The store, created on first use: for commands that write."""
     return open_store()
+
+
+def existing_store() -> Store:
+    """The store for a query: a missing one is an error, and nothing is created."""
+    return open_store(create=False)
 
 
 def image_arg(s: Store, text: str) -> int:
@@ -29,6 +34,25 @@ def image_arg(s: Store, text: str) -> int:
     image = parse_image_id(text)
     s.image_dir(image)
     return image
+
+
+def image_store(text: str, write: bool = False) -> tuple[Store, int]:
+    """The store and an existing image of it; a missing store has no images and is not created.
+
+    With write, the store's skeleton is completed for the change to come
+    (it exists: the image does).
+    """
+    image = parse_image_id(text)
+    s = Store(config.data_dir())
+    s.image_dir(image)
+    if write:
+        s.ensure()
+    return s, image
+
+
+def no_unshare() -> bool:
+    """PLASH_NO_UNSHARE set (non-empty, as in the original): stay in the caller's namespaces."""
+    return bool(os.environ.get("PLASH_NO_UNSHARE"))
 
 
 def _staging(s: Store, kind: str) -> str:
@@ -93,8 +117,7 @@ def commit_staging(s: Store, image: int, staging: str, meta: dict[str, list[str]
 
 
 def create(image_text: str, argv: list[str]) -> int:
-    s = store()
-    image = image_arg(s, image_text)
+    s, image = image_store(image_text, write=True)
     if not argv:
         argv = ["sh", "-e"]
     code, staging = run_to_staging(s, image, argv)
@@ -157,8 +180,7 @@ def _run_on_mounted(s: Store, image: int, argv: list[str], stdout: int | None = 
 
 
 def export_tar(image_text: str, dest: str) -> None:
-    s = store()
-    image = image_arg(s, image_text)
+    s, image = image_store(image_text)
     argv = ["tar", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-cf", "-", "."]
     if dest == "-":
         if sys.stdout.isatty():
@@ -184,33 +206,48 @@ def export_tar(image_text: str, dest: str) -> None:
 
 
 def copy(image_text: str, dest: str) -> None:
-    s = store()
-    image = image_arg(s, image_text)
+    """Copy the image's files to dest: a new dir, or an existing empty one (`copy 1 "$(mktemp -d)"`)."""
+    s, image = image_store(image_text)
     dest = os.path.abspath(dest)
-    if os.path.lexists(dest):
-        raise PlashError(f"cannot copy to {dest}: it exists already")
-    try:
-        os.mkdir(dest, 0o755)
-    except OSError as e:
-        raise PlashError(f"cannot create {dest}: {e.strerror}") from None
+    made = not os.path.lexists(dest)
+    if made:
+        try:
+            os.mkdir(dest, 0o755)
+        except OSError as e:
+            raise PlashError(f"cannot create {dest}: {e.strerror}") from None
+    elif not os.path.isdir(dest):
+        raise PlashError(f"cannot copy to {dest}: it exists already and is not a directory")
+    elif os.listdir(dest):
+        raise PlashError(f"cannot copy to {dest}: it is not empty")
     argv = ["cp", "-a"]
     if os.getuid() != 0:
         argv.append("--no-preserve=ownership")  # files the caller can delete
     code = _run_on_mounted(s, image, argv + ["--", ".", dest])
     if code:
-        rmtree_anywhere(dest)
-        raise PlashError(f"copy failed (cp exit {code}); {dest} was removed")
+        if made:
+            rmtree_anywhere(dest)
+            raise PlashError(f"copy failed (cp exit {code}); {dest} was removed")
+        for name in os.listdir(dest):  # the dir was the caller's: keep it, as empty as it was
+            rmtree_anywhere(os.path.join(dest, name))
+        raise PlashError(f"copy failed (cp exit {code}); {dest} was emptied")
+
+
+MOUNT_HINT = "outside 'plash sudo' only root may mount; try: plash sudo plash mount ..."
 
 
 def mount(image_text: str, target: str, changes: str | None) -> None:
     """Mount an image at target in the current mount namespace (for `plash sudo`)."""
-    from plash.launch import syscalls
-
-    s = store()
-    image = image_arg(s, image_text)
+    s, image = image_store(image_text)
     target = os.path.abspath(target)
     if not os.path.isdir(target):
         raise PlashError(f"mount point is not a directory: {target}")
+    _mount_overlay(s, image, target, changes, MOUNT_HINT)
+
+
+def _mount_overlay(s: Store, image: int, target: str, changes: str | None, hint: str) -> None:
+    """Mount the image's overlay at target in this process's mount namespace."""
+    from plash.launch import syscalls
+
     lowers = [f"{d}/root" for d in _layer_dirs(s, image)] + ["0/root"]
     opts = ["lowerdir=" + ":".join(lowers)]
     if changes:
@@ -221,29 +258,81 @@ def mount(image_text: str, target: str, changes: str | None) -> None:
             os.makedirs(os.path.join(changes, d), exist_ok=True)
         opts += [f"upperdir={changes}/upper", f"workdir={changes}/work"]
     opts.append("userxattr")
+    here = os.getcwd()
     os.chdir(s.index)
     try:
         syscalls.mount("overlay", target, "overlay", 0 if changes else syscalls.MS_RDONLY, ",".join(opts))
     except OSError as e:
-        raise PlashError(
-            f"cannot mount image {image} at {target}: {e.strerror}",
-            hint="outside 'plash sudo' only root may mount; try: plash sudo plash mount ...",
-        ) from None
+        raise PlashError(f"cannot mount image {image} at {target}: {e.strerror}", hint=hint) from None
+    finally:
+        os.chdir(here)
 
 
 def with_mount(image_text: str, argv: list[str]) -> None:
-    s = store()
-    image = image_arg(s, image_text)
+    s, image = image_store(image_text)
     argv = argv or [os.environ.get("SHELL") or "/bin/sh"]
+    if no_unshare():
+        _with_mount_here(s, image, argv)
+        return
     userns.enter()
     root = container.mount_readonly(s.path, _layer_dirs(s, image))
     container.exec_host(argv, root)
 
 
+def _with_mount_here(s: Store, image: int, argv: list[str]) -> None:
+    """with-mount in the caller's mount namespace: mount at a temp dir, run argv there, unmount.
+
+    The mount is visible to the caller's other processes while argv runs
+    (that is what PLASH_NO_UNSHARE asks for), so a parent stays to take it
+    down afterwards instead of leaking it on the host.
+    """
+    import signal
+
+    from plash.launch import syscalls
+
+    s.ensure()
+    tmp = s.mkdtemp("with-mount")
+    target = os.path.join(tmp, "root")
+    os.mkdir(target, 0o755)
+    try:
+        _mount_overlay(s, image, target, None, hint="without a namespace of its own (PLASH_NO_UNSHARE) only root "
+                       "may mount; inside 'plash sudo' anyone may")
+    except PlashError:
+        _discard(tmp)
+        raise
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            container.exec_host(argv, target)
+        finally:
+            os._exit(127)
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)  # the command has them; this process only cleans up after it
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+    code = os.waitstatus_to_exitcode(status)
+    try:
+        syscalls.umount(target, syscalls.MNT_DETACH)
+        os.rmdir(target)
+        os.rmdir(tmp)
+    except OSError:
+        pass  # left for `plash clean`
+    if code:
+        raise ExitStatus(code if code > 0 else 128 - code)
+
+
 def sudo(argv: list[str], cwd: str | None = None) -> None:
+    """Exec argv as "root" in plash's user and mount namespace; with PLASH_NO_UNSHARE, exec it as it is."""
     argv = argv or [os.environ.get("SHELL") or "/bin/sh"]
     here = cwd or os.getcwd()
-    userns.enter()
+    if not no_unshare():
+        userns.enter()
     container.exec_host(argv, here)
 
 
@@ -251,15 +340,31 @@ def sudo(argv: list[str], cwd: str | None = None) -> None:
 
 
 def remove(image_text: str) -> list[int]:
-    s = store()
-    image = image_arg(s, image_text)
+    s, image = image_store(image_text, write=True)
     trash, gone = s.detach(image)
     rmtree_anywhere(trash)
     return gone
 
 
+def map_key(key: str, image: str | None) -> int | None:
+    """`map KEY [IMAGE]`: the image KEY points to (None when unset); with IMAGE set it, with '' delete it."""
+    s = Store(config.data_dir())
+    s.check_map_name(key)
+    if image is None:
+        return existing_store().map_get(key)
+    if image == "":
+        s.map_del(key)  # deleting a key that is not set (or in a store not made yet) is fine
+        return None
+    s, n = image_store(image, write=True)
+    s.map_set(key, n)
+    return None
+
+
 def clean() -> list[str]:
-    s = store()
+    s = Store(config.data_dir())
+    if not s.exists():
+        return []  # nothing to clean, and nothing to create
+    s.ensure()  # a store emptied by a killed purge gets its skeleton back
     removed, dirs = s.clean_plan()
     for d in dirs:
         try:
@@ -270,36 +375,53 @@ def clean() -> list[str]:
 
 
 def shrink() -> list[int]:
-    """Delete about half of the images, oldest first, with their descendants."""
-    s = store()
-    ids = s.ids()
-    target = (len(ids) + 1) // 2
+    """Delete about half of the images, oldest first; return the removed ids.
 
+    Each candidate goes with its descendants, so it is taken only when they
+    all fit in what is left of the half: in the usual store, where most
+    images descend from one imported base, that base stays. Images in use by
+    a running container or build are skipped.
+    """
+    s = Store(config.data_dir())
+    if not s.exists():
+        return []
+    s.ensure()
+    ids = s.ids()
+    quota = len(ids) // 2
     removed: list[int] = []
     for i in sorted(ids, key=lambda i: (s.created(i), i)):
-        if len(removed) >= target:
+        if len(removed) >= quota:
             break
-        if i in removed:
+        try:
+            count = len(s.descendants(i))
+        except NoImage:
+            continue  # removed with an older one, or by another process
+        if len(removed) + count > quota:
             continue
         try:
-            trash, gone = s.detach(i)
+            trash, gone = s.detach(i, at_most=quota - len(removed))
         except PlashError:
-            continue
-        rmtree_anywhere(trash)
+            continue  # in use, gone meanwhile, or grown past what is left of the half
+        _discard(trash)
         removed.extend(gone)
     return removed
 
 
+def store_exists() -> bool:
+    return Store(config.data_dir()).exists()
+
+
 def purge() -> bool:
-    path = config.data_dir()
-    if not os.path.lexists(path):
+    """Empty the store dir in place (it stays, with its mode); False when there is none."""
+    s = Store(config.data_dir())
+    if not s.exists():
         return False
-    s = Store(path)
-    aside = f"{path}.purge-{os.getpid()}-{int(time.time())}"
-    if os.path.isdir(s.path):
-        with s.locked():
-            os.rename(path, aside)
-    rmtree_anywhere(aside)
+    trash = s.empty_into_trash()
+    try:
+        rmtree_anywhere(trash)
+    except (OSError, PlashError):
+        raise StoreError(f"the store is empty, but not all of {trash} could be deleted yet",
+                         hint="plash clean deletes the rest") from None
     return True
 
 

@@ -11,12 +11,21 @@
       tmp/<pid>.<start>.<rand>/ staging dirs; the name records the owner
       mnt/                     fixed mount point, used only in private mount ns
       next_id                  the next id to hand out
-      lock                     flock: held briefly to publish or delete
+      lock                     flock: held briefly to publish, delete or create the skeleton
+      purge-<pid>.<start>.<rand>/  what `purge` moved aside and is deleting (clean reclaims it)
 
 Publishing is: stage in tmp/, then under the lock allocate an id, rename the
 staged dir into place and add the index symlink. A crash between the two
 leaves an unindexed dir, which `clean` removes (under the same lock), so a
 half-made image is never visible.
+
+`purge` empties the store in place: under the lock it moves every entry
+but the lock file into a purge-* dir, locks/ (the mark of a complete
+skeleton) first and the index right after, then deletes that dir. A purge
+killed half-way leaves either a store with all its images or an empty one;
+the next write rebuilds the skeleton and `clean` reclaims the purge-* dir.
+
+Queries open the store with `open_store(create=False)`: they never create it.
 
 Only the standard library is imported: this runs on `plash run`'s path.
 """
@@ -29,6 +38,12 @@ import stat
 import time
 
 from plash.errors import NoImage, PlashError, StoreError
+
+TRASH_PREFIX = "purge-"
+
+# Moved first by purge: without locks/ the skeleton counts as incomplete (the
+# next write rebuilds it), without index/ no image is visible any more.
+_PURGE_FIRST = ("locks", "index", "map", "keys")
 
 _MAP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.@+-")
 
@@ -127,7 +142,7 @@ def rmtree(path: str) -> None:
 
 
 class Store:
-    """The store at one path; creates itself on first use."""
+    """The store at one path; `ensure()` creates its skeleton on first write."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -142,18 +157,29 @@ class Store:
 
     # -- creation -------------------------------------------------------
 
+    def exists(self) -> bool:
+        return os.path.isdir(self.path)
+
     def ensure(self) -> "Store":
-        """Create the store's skeleton if it is missing (idempotent, race-free)."""
+        """Create the store's skeleton if it is missing (idempotent, race-free).
+
+        The store dir itself is made private (0700): imported setuid files
+        live in it. The skeleton is made under the lock, so it never
+        interleaves with a purge moving it away.
+        """
         if os.path.isdir(self.locks):  # made last: the skeleton is complete
             return self
         try:
-            os.makedirs(self.path, exist_ok=True)
-            for d in (self.index, self.maps, self.keys, self.tmp, self.mnt):
-                os.makedirs(d, exist_ok=True)
-            os.makedirs(os.path.join(self.root0, "root"), exist_ok=True)
-            if not os.path.lexists(os.path.join(self.index, "0")):
-                self._symlink_atomic("../layer/0", os.path.join(self.index, "0"))
-            os.makedirs(self.locks, exist_ok=True)
+            os.makedirs(self.path, mode=0o700, exist_ok=True)  # the mode is for the last component only
+            with self.locked():
+                if os.path.isdir(self.locks):
+                    return self
+                for d in (self.index, self.maps, self.keys, self.tmp, self.mnt):
+                    os.makedirs(d, exist_ok=True)
+                os.makedirs(os.path.join(self.root0, "root"), exist_ok=True)
+                if not os.path.lexists(os.path.join(self.index, "0")):
+                    self._symlink_atomic("../layer/0", os.path.join(self.index, "0"))
+                os.makedirs(self.locks, exist_ok=True)
         except OSError as e:
             raise StoreError(f"cannot create the store at {self.path}: {e.strerror}") from e
         return self
@@ -199,7 +225,11 @@ class Store:
     def ids(self) -> list[int]:
         """Every image id that is indexed and present, ascending (0 excluded)."""
         out = []
-        for name in os.listdir(self.index):
+        try:
+            names = os.listdir(self.index)
+        except FileNotFoundError:
+            return []  # a store whose skeleton is not made (yet, or again after a purge)
+        for name in names:
             if name.isdigit() and name != "0":
                 try:
                     self.image_dir(int(name))
@@ -343,15 +373,19 @@ class Store:
 
     # -- removal ----------------------------------------------------------
 
-    def detach(self, image: int) -> tuple[str, list[int]]:
+    def detach(self, image: int, at_most: int | None = None) -> tuple[str, list[int]]:
         """Unlink an image and its descendants from the tree and index.
 
         Returns the temp path now holding their files (to be deleted by the
         caller, possibly inside the user namespace) and the removed ids.
+        With at_most, an image with more descendants than that (counting
+        itself) is left alone: PlashError.
         """
         with self.locked():
             src = self.image_dir(image)
             gone = self.descendants(image)
+            if at_most is not None and len(gone) > at_most:
+                raise PlashError(f"image {image} has {len(gone)} image(s) with its descendants, more than {at_most}")
             held = [self._try_exclusive(i) for i in gone]
             try:
                 busy = [i for i, fd in zip(gone, held, strict=True) if fd is None]
@@ -414,6 +448,27 @@ class Store:
                     pass
         return dropped
 
+    def empty_into_trash(self) -> str:
+        """Under the lock, move every entry of the store but its lock file into a new purge-* dir; return it.
+
+        The store dir itself stays (it may be a mount point, or its parent
+        read-only) with its mode. The lock file stays too: processes waiting
+        for it must keep meeting each other on one inode.
+        """
+        pid = os.getpid()
+        trash = os.path.join(self.path, f"{TRASH_PREFIX}{pid}.{_proc_start_time(pid)}.{_token()}")
+        with self.locked():
+            try:
+                os.mkdir(trash, 0o700)
+                names = [n for n in os.listdir(self.path) if n != "lock" and os.path.join(self.path, n) != trash
+                         and not (n.startswith(TRASH_PREFIX) and owner_alive(n[len(TRASH_PREFIX):]))]
+                names.sort(key=lambda n: (_PURGE_FIRST.index(n) if n in _PURGE_FIRST else len(_PURGE_FIRST), n))
+                for name in names:
+                    os.rename(os.path.join(self.path, name), os.path.join(trash, name))
+            except OSError as e:
+                raise StoreError(f"cannot purge {self.path}: {e.strerror}") from e
+        return trash
+
     def clean_plan(self) -> tuple[list[str], list[str]]:
         """Under the lock: drop dangling links; list reclaimable temp and orphan dirs.
 
@@ -461,6 +516,10 @@ class Store:
                 if not owner_alive(name):
                     trash_dirs.append(p)
                     removed.append(f"tmp/{name}")
+            for name in os.listdir(self.path):  # what a killed purge had moved aside
+                if name.startswith(TRASH_PREFIX) and not owner_alive(name[len(TRASH_PREFIX):]):
+                    trash_dirs.append(os.path.join(self.path, name))
+                    removed.append(name)
         return removed, trash_dirs
 
 
@@ -479,10 +538,21 @@ def full_store_note(path: str | None = None) -> str:
     return ""
 
 
-def open_store(path: str | None = None) -> Store:
+def open_store(path: str | None = None, create: bool = True) -> Store:
+    """The store at path ($PLASH_DATA by default).
+
+    With create (for commands that write), its skeleton is made when missing.
+    Without (for queries), nothing is created: a store dir that does not
+    exist is a StoreError, and one without a skeleton reads as empty.
+    """
     from plash.config import data_dir
 
-    return Store(path or data_dir()).ensure()
+    store = Store(path or data_dir())
+    if create:
+        return store.ensure()
+    if not store.exists():
+        raise StoreError(f"no store at {store.path} (nothing has been built or imported yet)")
+    return store
 
 
 class _Lock:
