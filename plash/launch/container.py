@@ -126,85 +126,139 @@ def plan(spec: ContainerSpec) -> list[MountOp]:
     return ops
 
 
-def resolve_in_root(root: str, path: str, create: str | None, created: list[str]) -> str:
-    """A host path for `path` inside `root`, following symlinks as if chrooted.
+class Refused(Exception):
+    """A mount point the image placed where plash must not follow (through a symlink into a bind)."""
 
-    Missing components are created (directories, and a file or directory for
-    the last one as `create` says) and listed in `created`.
+
+def open_in_root(root_fd: int, path: str, create: str | None, created: list[str]) -> tuple[int, str]:
+    """An O_PATH fd on `path` inside the root that root_fd opens, resolved as if chrooted.
+
+    Symlinks are followed one component at a time relative to the root (an
+    absolute target restarts at it, `..` stops at it), so the walk never
+    leaves the root. It may enter a host bind only by its own name: a symlink
+    that leads into a different file system than the root's (a bind made
+    before) raises Refused. Missing components are created (directories, and
+    for the last one a file or directory as `create` says), only on the
+    root's own file system (the container's throw-away upper dir, or the
+    build's layer), and listed in `created` as paths inside the root.
+    Returns the fd (for mount(2) through /proc/self/fd) and the inside path.
     """
+    root_dev = os.fstat(root_fd).st_dev
     parts = [p for p in path.split("/") if p]
-    cur = ""  # path inside root, resolved so far
+    stack: list[tuple[int, str]] = [(os.dup(root_fd), "")]  # open dirs from the root down, with inside paths
     hops = 0
-    while parts:
-        name = parts.pop(0)
-        if name == ".":
-            continue
-        if name == "..":
-            cur = os.path.dirname(cur) if cur else ""
-            continue
-        nxt = f"{cur}/{name}"
-        host = root + nxt
-        try:
-            st = os.lstat(host)
-        except FileNotFoundError:
-            if create is None:
-                raise
-            if parts or create == "dir":
-                os.mkdir(host, 0o755)
-            else:
-                os.close(os.open(host, os.O_CREAT | os.O_WRONLY, 0o644))
-            created.append(nxt)
-            cur = nxt
-            continue
-        if stat.S_ISLNK(st.st_mode):
-            hops += 1
-            if hops > 40:
-                raise LaunchError(f"too many symlinks resolving {path} in the image")
-            target = os.readlink(host)
-            parts = [p for p in target.split("/") if p] + parts
-            if target.startswith("/"):
-                cur = ""
-            continue
-        cur = nxt
-    return root + cur
+    via_symlink = False
+    try:
+        while parts:
+            name = parts.pop(0)
+            cur_fd, cur = stack[-1]
+            if name == ".":
+                continue
+            if name == "..":
+                if len(stack) > 1:
+                    os.close(stack.pop()[0])
+                continue
+            nxt = f"{cur}/{name}"
+            try:
+                st = os.stat(name, dir_fd=cur_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                if create is None:
+                    raise
+                if os.fstat(cur_fd).st_dev != root_dev:
+                    raise Refused(f"{path}: {cur or '/'} is not the image's own") from None
+                if parts or create == "dir":
+                    os.mkdir(name, 0o755, dir_fd=cur_fd)
+                else:
+                    os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                                     0o644, dir_fd=cur_fd))
+                created.append(nxt)
+                st = os.stat(name, dir_fd=cur_fd, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                hops += 1
+                if hops > 40:
+                    raise LaunchError(f"too many symlinks resolving {path} in the image")
+                target = os.readlink(name, dir_fd=cur_fd)
+                parts = [p for p in target.split("/") if p] + parts
+                if target.startswith("/"):
+                    while len(stack) > 1:
+                        os.close(stack.pop()[0])
+                via_symlink = True
+                continue
+            if parts and not stat.S_ISDIR(st.st_mode):
+                raise NotADirectoryError(f"{nxt} is not a directory")
+            fd = os.open(name, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=cur_fd)
+            stack.append((fd, nxt))
+            if via_symlink and stat.S_ISDIR(st.st_mode) and st.st_dev != root_dev:
+                raise Refused(f"{path}: a symlink of the image leads into the host's {nxt}")
+        fd, inside = stack.pop()  # no longer in the stack: the caller closes it
+        return fd, inside or "/"
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+
+
+def resolve_in_root(root: str, path: str, create: str | None, created: list[str]) -> str:
+    """The host path of `path` inside root (see open_in_root), for callers that want a path."""
+    root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fd, inside = open_in_root(root_fd, path, create, created)
+        os.close(fd)
+    finally:
+        os.close(root_fd)
+    return root.rstrip("/") + ("" if inside == "/" else inside)
 
 
 def apply(spec: ContainerSpec, ops: list[MountOp]) -> list[str]:
     """Carry out the mount plan; return paths created as mount points (for cleanup)."""
     created: list[str] = []
     root = root_dir(spec)
-    for op in ops:
-        if op.kind == "tmpfs":
-            # A tmpfs private to this namespace: nothing is left on disk after the run.
-            syscalls.mount("tmpfs", op.target, "tmpfs", syscalls.MS_NOSUID, "mode=0755")
-        elif op.kind == "mkdirs":
-            for d in op.options.split():
-                os.mkdir(os.path.join(op.target, d), 0o755)
-        elif op.kind == "overlay":
-            # Relative lower/upper paths are resolved from store/index by mount(2).
-            os.chdir(os.path.join(spec.store, "index"))
-            flags = syscalls.MS_RDONLY if op.readonly else 0
-            try:
-                syscalls.mount("overlay", op.target, "overlay", flags, op.options)
-            except OSError as e:
-                raise LaunchError(f"cannot mount the image: {e.strerror}", hint=OVERLAY_HINT) from e
-        elif op.kind == "bind":
-            if not os.path.exists(op.source):
-                continue  # a path missing on the host (or a dangling symlink) is skipped
-            kind = "dir" if os.path.isdir(op.source) else "file"
-            try:
-                target = resolve_in_root(root, op.target, None if op.readonly else kind, created)
-            except FileNotFoundError:
-                continue
-            except OSError as e:
-                if spec.readonly:
-                    continue
-                raise LaunchError(f"cannot create mount point {op.target}: {e.strerror}") from e
-            try:
-                syscalls.mount(op.source, target, None, syscalls.MS_BIND | syscalls.MS_REC)
-            except OSError as e:
-                raise LaunchError(f"cannot bind {op.source} to {op.target}: {e.strerror}") from e
+    root_fd = -1
+    try:
+        for op in ops:
+            if op.kind == "tmpfs":
+                # A tmpfs private to this namespace: nothing is left on disk after the run.
+                syscalls.mount("tmpfs", op.target, "tmpfs", syscalls.MS_NOSUID, "mode=0755")
+            elif op.kind == "mkdirs":
+                for d in op.options.split():
+                    os.mkdir(os.path.join(op.target, d), 0o755)
+            elif op.kind == "overlay":
+                # Relative lower/upper paths are resolved from store/index by mount(2).
+                os.chdir(os.path.join(spec.store, "index"))
+                flags = syscalls.MS_RDONLY if op.readonly else 0
+                try:
+                    syscalls.mount("overlay", op.target, "overlay", flags, op.options)
+                except OSError as e:
+                    raise LaunchError(f"cannot mount the image: {e.strerror}", hint=OVERLAY_HINT) from e
+                root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            elif op.kind == "bind":
+                bind(op, root_fd, spec.readonly, created)
+    finally:
+        if root_fd >= 0:
+            os.close(root_fd)
     return created
+
+
+def bind(op: MountOp, root_fd: int, readonly: bool, created: list[str]) -> None:
+    """Bind a host path at a mount point resolved strictly inside the image (see open_in_root)."""
+    if not os.path.exists(op.source):
+        return  # a path missing on the host (or a dangling symlink) is skipped
+    kind = "dir" if os.path.isdir(op.source) else "file"
+    try:
+        fd, _ = open_in_root(root_fd, op.target, None if readonly else kind, created)
+    except (FileNotFoundError, NotADirectoryError, Refused):
+        return  # not there (read-only), or placed by the image where plash will not follow
+    except OSError as e:
+        if readonly:
+            return
+        raise LaunchError(f"cannot create mount point {op.target}: {e.strerror}") from e
+    try:
+        # Through the fd: the mount lands on the very inode resolved above,
+        # whatever was bound meanwhile on the way to it.
+        syscalls.mount(op.source, f"/proc/self/fd/{fd}", None, syscalls.MS_BIND | syscalls.MS_REC)
+    except OSError as e:
+        raise LaunchError(f"cannot bind {op.source} to {op.target}: {e.strerror}") from e
+    finally:
+        os.close(fd)
 
 
 def container_env(
