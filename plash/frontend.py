@@ -53,6 +53,10 @@ def b(args: list[str]) -> None:
     if not args:
         raise UsageError("missing PLASHCMD", "plash b PLASHCMD MACROS... [-- ARGS...]")
     cmd, rest = args[0], args[1:]
+    from plash.__main__ import COMMANDS, unknown_command
+
+    if cmd not in COMMANDS:
+        raise unknown_command(cmd)  # before building, not after
     macros, after = split_dashdash(rest)
     image = build_argv(macros)
     if cmd == "run":

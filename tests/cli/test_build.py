@@ -219,3 +219,11 @@ def test_warm_executable_does_not_start_trio(plash: Plash, image: str) -> None:
     modules = {line.split("|")[-1].strip().split(".")[0] for line in r.stderr.splitlines() if "|" in line}
     assert "plash" in modules
     assert not modules & {"trio", "rich", "httpx", "click", "anyio"}
+
+
+def test_b_with_an_unknown_command_fails_before_building(plash: Plash, image: str) -> None:
+    n = images(plash)
+    r = plash("b", "bild", "--from", image, "--run", "echo should-not-run")
+    assert r.returncode == 1
+    assert r.stderr == "plash error: no such command: bild\nhint: did you mean 'build'?\n"
+    assert images(plash) == n
