@@ -372,7 +372,10 @@ async def _build_layer(store: Store, parent: int, layer: Layer, n: int, total: i
         emit(note(f"building layer {n}/{total} ({layer.where})"))
         spec = {"store": store.path, "image": parent, "shell": layer.shell, "staging": staging, "cwd": cwd}
         try:
-            argv = launcher("step", json.dumps(spec))
+            spec_file = os.path.join(staging, "step.json")
+            with open(spec_file, "w", encoding="utf-8", errors="surrogateescape") as f:
+                json.dump(spec, f)
+            argv = launcher("step", spec_file)
             if getattr(emit, "wants_output", False):  # a live display: lines go through it
                 label = f"layer {n}/{total}"
                 code = await run_streaming(argv, lambda line: emit(Event("step-output", label, text=line)))

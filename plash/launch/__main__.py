@@ -1,7 +1,8 @@
 """Launcher entry for the engine, which cannot fork (trio runs): python -m plash.launch OP ARGS.
 
-    step JSON       run a build step in a container, changes kept in staging;
-                    JSON: {"store", "image", "shell", "staging", "cwd"}
+    step FILE       run a build step in a container, changes kept in staging;
+                    FILE holds JSON: {"store", "image", "shell", "staging", "cwd"}
+                    (a file, not argv: a layer's shell text may be megabytes)
     finish STAGING  remove launcher residue and the work dir of a staging dir
     rmtree PATH     delete a tree that may hold files of subordinate ids
     unpack DIR      unpack a tarball from stdin into DIR, in the user namespace
@@ -36,6 +37,9 @@ def _with_namespace_fallback(work) -> None:  # type: ignore[no-untyped-def]
         work()
 
 
+SHELL_IN_ARGV = 64 * 1024
+
+
 def step(spec: dict, parent: int = 0) -> None:
     from plash.launch import userns
     from plash.launch.container import start
@@ -43,7 +47,15 @@ def step(spec: dict, parent: int = 0) -> None:
     from plash.store.layout import Store
 
     store = Store(spec["store"])
-    argv = ["/bin/sh", "-e", "-x", "-c", spec["shell"]]
+    shell = spec["shell"]
+    if len(shell.encode("utf-8", "surrogateescape")) < SHELL_IN_ARGV:
+        argv = ["/bin/sh", "-e", "-x", "-c", shell]
+    else:
+        # Too long for one argument (the kernel's limit is 128 KiB): the shell
+        # reads it from a memfd, which leads nowhere outside the container.
+        script = os.memfd_create("plash-step", 0)
+        os.write(script, shell.encode("utf-8", "surrogateescape"))
+        argv = ["/bin/sh", "-e", "-x", f"/proc/self/fd/{script}"]
     # The step runs where the user is (or the executable's directory) when
     # that exists inside the image, as the original did: home is shared.
     cspec = image_spec(store, int(spec["image"]), argv, binds=config.BUILD_BINDS, staging=spec["staging"],
@@ -72,7 +84,8 @@ def main(argv: list[str]) -> int:
             parent, argv = int(argv[1]), argv[2:]
         op, *args = argv
         if op == "step":
-            step(json.loads(args[0]), parent)
+            with open(args[0], encoding="utf-8", errors="surrogateescape") as f:
+                step(json.load(f), parent)
         elif op == "finish":
             from plash.store.staging import finish_staging
 

@@ -227,3 +227,14 @@ def test_b_with_an_unknown_command_fails_before_building(plash: Plash, image: st
     assert r.returncode == 1
     assert r.stderr == "plash error: no such command: bild\nhint: did you mean 'build'?\n"
     assert images(plash) == n
+
+
+def test_a_layer_of_megabytes_of_shell_text(plash: Plash, image: str) -> None:
+    """More than the kernel's 128 KiB for one argument: the step's script does not travel in argv."""
+    lines = [f"echo line-{i:06d}-{'x' * 40} >> /big" for i in range(8000)]  # about 450 KiB
+    path = plash.work / "big.plash"
+    plash.sh(["sh", "-c", f"cat > {path}"], input="\n".join(["--from", image, "--run", *lines]) + "\n")
+    r = plash("build", "--quiet", "--eval-file", str(path))
+    assert r.returncode == 0, r.stderr[-2000:]
+    out = plash.ok("run", r.stdout.strip(), "sh", "-c", "wc -l < /big; tail -n 1 /big")
+    assert out.split() == ["8000", f"line-007999-{'x' * 40}"]
