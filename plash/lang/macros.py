@@ -92,8 +92,8 @@ def _source(kind: str, *args: str) -> list[str]:
        aliases=("f",))
 def _from(ctx: Context, call: Call) -> list[str]:
     (arg,) = call.args
-    if arg.isdigit():
-        return _source("id", arg)
+    if arg.isdigit() or arg.isdecimal() or arg.isnumeric():
+        return _from_id(ctx, call)
     if ":" not in arg:
         raise MacroError(call.where, f"--from needs an image id or DISTRO:RELEASE, got {arg!r}")
     return _source("lxc", arg)
@@ -101,9 +101,11 @@ def _from(ctx: Context, call: Call) -> list[str]:
 
 @macro("from-id", "base image: an image id of this store", "image sources", 1, 1)
 def _from_id(ctx: Context, call: Call) -> list[str]:
-    if not call.args[0].isdigit() or int(call.args[0]) == 0:
-        raise MacroError(call.where, f"image must be a positive number, got: {call.args[0]!r}")
-    return _source("id", call.args[0])
+    arg = call.args[0]
+    # ASCII digits only (int() takes '٣' as 3), not 0, and short enough for int()
+    if not (arg.isascii() and arg.isdigit()) or len(arg) > 18 or int(arg) == 0:
+        raise MacroError(call.where, f"image must be a positive number, got: {arg!r}")
+    return _source("id", str(int(arg)))
 
 
 @macro("from-map", "base image: the image a map name points to", "image sources", 1, 1)

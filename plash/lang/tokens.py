@@ -96,6 +96,9 @@ def words_from_file_text(text: str, filename: str) -> list[Word]:
         if n == 1 and line.startswith("#!"):
             continue
         where = Where(filename, n)
+        if "\0" in line:
+            raise MacroError(where, "a NUL byte (no argument or shell line can hold one)",
+                             hint="is this a build file? binary data cannot be passed this way")
         if line.startswith("-") and not line.startswith("--\\") and not line.startswith("--#"):
             head, *rest = line.split()
             out.append(Word(head, where))

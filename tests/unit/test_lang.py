@@ -234,3 +234,23 @@ def test_layers_and_keys() -> None:
     again = layer_keys("base", split_script(expand_argv(["--from", "3", "--run", "a", "--layer", "--run", "c"]))[1])
     assert again[0].key == layers[0].key and again[1].key != layers[1].key
     assert layer_keys("other", raw)[0].key != layers[0].key
+
+
+@pytest.mark.parametrize("arg", ["0", "²", "٣", "0000", "9" * 5000])
+def test_from_refuses_what_is_no_image_id(arg: str) -> None:
+    for name in ("--from", "--from-id"):
+        with pytest.raises(MacroError) as e:
+            expand_argv([name, arg])
+        assert str(e.value).startswith("argument 1: image must be a positive number, got: ")
+
+
+def test_from_takes_ascii_ids() -> None:
+    assert ev("--from", "12") == ev("--from-id", "012") == "### plash hint: image=id 12"
+
+
+def test_a_nul_byte_in_a_build_file_is_a_located_error(tmp_path: Path) -> None:
+    f = tmp_path / "b.plash"
+    f.write_bytes(b"--from 1\n--run\necho a\0b\n")
+    with pytest.raises(MacroError) as e:
+        expand_file(str(f))
+    assert str(e.value) == f"{f}:3: a NUL byte (no argument or shell line can hold one)"
