@@ -171,7 +171,9 @@ def _read_stdin(ctx: Context, call: Call) -> str:
     ctx.stdin_used = True
     if sys.stdin is None or sys.stdin.isatty():
         raise MacroError(call.where, f"--{call.name} reads stdin, but stdin is a terminal")
-    return sys.stdin.read()
+    text = sys.stdin.read(MAX_MACRO_TEXT + 1)
+    _bounded(text, "stdin", call.where)
+    return text
 
 
 @macro("layer", "start a new layer; --layer MACRO A B gives each argument its own layer of MACRO", "build steps",
@@ -335,10 +337,22 @@ def _include(ctx: Context, words: list, base_dir: str, call: Call) -> Located:
     return Located(out)
 
 
+# Build files, stdin and URLs of macros are read whole: bounded, so that
+# /dev/zero or a hostile server cannot exhaust memory.
+MAX_MACRO_TEXT = 16 << 20
+
+
+def _bounded(text: str | bytes, what: str, where: Where | None) -> None:
+    if len(text) > MAX_MACRO_TEXT:
+        raise MacroError(where, f"{what} is larger than the {MAX_MACRO_TEXT >> 20} MiB plash reads as macros or shell text")
+
+
 def read_build_file(path: str, where: Where | None = None) -> str:
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            return f.read()
+            text = f.read(MAX_MACRO_TEXT + 1)
+            _bounded(text, f"build file {path}", where)
+            return text
     except IsADirectoryError:
         raise MacroError(where, f"cannot read build file {path}: it is a directory") from None
     except OSError as e:
@@ -384,7 +398,9 @@ def _eval_url(ctx: Context, call: Call) -> list[str]:
     for url in call.args:
         try:
             with urllib.request.urlopen(url, timeout=30) as r:
-                text = r.read().decode("utf-8", "surrogateescape")
+                raw = r.read(MAX_MACRO_TEXT + 1)
+                _bounded(raw, url, call.where)
+                text = raw.decode("utf-8", "surrogateescape")
         except Exception as e:  # urllib raises many kinds
             raise MacroError(call.where, f"--eval-url: cannot fetch {url}: {e}") from None
         out += _include(ctx, words_from_file_text(text, url), ctx.base_dir, call)

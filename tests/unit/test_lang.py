@@ -254,3 +254,9 @@ def test_a_nul_byte_in_a_build_file_is_a_located_error(tmp_path: Path) -> None:
     with pytest.raises(MacroError) as e:
         expand_file(str(f))
     assert str(e.value) == f"{f}:3: a NUL byte (no argument or shell line can hold one)"
+
+
+def test_endless_build_files_are_refused() -> None:
+    with pytest.raises(MacroError) as e:
+        expand_argv(["--eval-file", "/dev/zero"])
+    assert str(e.value) == "argument 1: build file /dev/zero is larger than the 16 MiB plash reads as macros or shell text"
