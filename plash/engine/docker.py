@@ -49,17 +49,34 @@ def layer_keys(layers: list[dict]) -> list[str]:
     return keys
 
 
-def config_meta(config: dict) -> dict[str, list[str]]:
-    """The run-time settings plash keeps from an OCI image config."""
-    cfg = config.get("config") or {}
+def config_meta(config: object, where: str = "the image config") -> dict[str, list[str]]:
+    """The run-time settings plash keeps from an OCI image config; FetchError naming where for a malformed one."""
+    if not isinstance(config, dict):
+        raise http.FetchError(f"{where}: not a JSON object")
+    cfg = config.get("config")
+    cfg = {} if cfg is None else cfg
+    if not isinstance(cfg, dict):
+        raise http.FetchError(f"{where}: its config is not an object")
+
+    def strings(key: str) -> list[str]:
+        value = cfg.get(key) or []
+        if isinstance(value, str) and key != "Env":  # Docker's own reader takes a string for a list of one
+            value = [value]
+        # a NUL byte cannot pass execve: say so now, not when the image runs
+        if not isinstance(value, list) or not all(isinstance(v, str) and "\0" not in v for v in value):
+            raise http.FetchError(f"{where}: config.{key} is not a list of strings")
+        return value
+
     meta: dict[str, list[str]] = {}
-    if cfg.get("Env"):
-        meta["oci_env"] = [str(e) for e in cfg["Env"]]
-    if cfg.get("WorkingDir"):
-        meta["oci_workdir"] = [str(cfg["WorkingDir"])]
-    cmd = list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
-    if cmd:
-        meta["oci_cmd"] = [str(a) for a in cmd]
+    if env := strings("Env"):
+        meta["oci_env"] = env
+    workdir = cfg.get("WorkingDir") or ""
+    if not isinstance(workdir, str) or "\0" in workdir:
+        raise http.FetchError(f"{where}: config.WorkingDir is not a string")
+    if workdir:
+        meta["oci_workdir"] = [workdir]
+    if cmd := strings("Entrypoint") + strings("Cmd"):
+        meta["oci_cmd"] = cmd
     return meta
 
 
@@ -208,12 +225,32 @@ async def import_archive(store: Store, path: str, emit: Emit) -> int:
 async def import_manifest(store: Store, blobs: RegistryBlobs | FileBlobs, manifest: dict, name: str, emit: Emit) -> int:
     from plash.engine.jobs import KeyLock, discard
 
-    config_desc = manifest.get("config") or {}
-    config = manifest.get("_config") or json.loads(await read_blob(blobs, config_desc))
-    layers = manifest["layers"]
-    for layer in layers:
+    # the manifest and the config are checked whole before any layer is fetched or
+    # published: a bad config found after the layers would leave them behind
+    layers = manifest.get("layers") if isinstance(manifest, dict) else None
+    if not isinstance(layers, list):
+        raise http.FetchError(f"{name}: the manifest has no list of layers")
+    for i, layer in enumerate(layers):
+        oci.check_descriptor(layer, name, f"layer {i + 1} of the manifest", need_size=False)
         if layer.get("mediaType") not in LAYER_TYPES:
-            raise http.FetchError(f"{name}: unsupported layer type {layer.get('mediaType')}")
+            raise http.FetchError(f"{name}: unsupported layer type {str(layer.get('mediaType'))[:100]}")
+    if "_config" in manifest:  # a docker archive's, read already
+        config_desc = oci.check_descriptor(manifest.get("config"), name, "the config of the manifest", need_size=False)
+        config, where = manifest["_config"], f"{name}: the image config"
+    else:
+        config_desc = oci.check_descriptor(manifest.get("config"), name, "the config of the manifest")
+        where = (blobs.reg.blob_url(config_desc["digest"]) if isinstance(blobs, RegistryBlobs)
+                 else f"{name}: the image config {config_desc['digest']}")
+        if config_desc["size"] > oci.CONFIG_LIMIT:  # the digest check stops the download at the listed size
+            raise http.FetchError(f"{where}: the image config is larger than {http.size_text(oci.CONFIG_LIMIT)}")
+        seconds = http.document_timeout()
+        with trio.move_on_after(seconds) as waiting:
+            raw = await read_blob(blobs, config_desc)
+        if waiting.cancelled_caught:
+            raise http.FetchError(f"{where}: the image config did not arrive within {seconds:g} s "
+                                  "(PLASH_HTTP_DOCUMENT_TIMEOUT)")
+        config = oci.parse_json(raw, where, "the image config")
+    meta = config_meta(config, where)
     keys = layer_keys(layers)
     final_key = key_digest("oci-config", keys[-1] if keys else "", config_desc["digest"])
     found = store.lookup_key(final_key)
@@ -230,7 +267,7 @@ async def import_manifest(store: Store, blobs: RegistryBlobs | FileBlobs, manife
         top = await _import_layers(store, blobs, layers, keys, emit)
         staging = new_staging(store, "oci-config", with_work=False)
         try:
-            return store.publish(os.path.join(staging, "img"), top, config_meta(config), final_key)
+            return store.publish(os.path.join(staging, "img"), top, meta, final_key)
         finally:
             await discard(staging, published=True)
 

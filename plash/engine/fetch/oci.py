@@ -6,18 +6,30 @@ functions; `Registry` does the HTTP through plash's http module.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 
 import httpx
 
-from plash.engine.fetch.http import FetchError, get_bytes
+from plash.engine.fetch.http import Document, FetchError, MiB, get_bytes, get_document
+from plash.lang.hashpath import sha256
 
 DOCKER_HUB = "registry-1.docker.io"
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
 MANIFEST_TYPES = ("application/vnd.oci.image.manifest.v1+json",
                   "application/vnd.docker.distribution.manifest.v2+json")
 ACCEPT = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
+# What a registry's answers may weigh in memory. Manifests and indexes: 4 MiB,
+# as containerd and the distribution registry accept (real ones are a few KiB);
+# image configs: 8 MiB (they carry the build history, real ones are under
+# 100 KiB); token answers: 1 MiB (a JWT is a few KiB).
+MANIFEST_LIMIT = 4 * MiB
+CONFIG_LIMIT = 8 * MiB
+TOKEN_LIMIT = 1 * MiB
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]+")  # RFC 6750 b64token
 GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
           "s390x": "s390x", "riscv64": "riscv64"}
 
@@ -64,11 +76,45 @@ def parse_ref(text: str) -> Ref:
     return Ref(registry, path, tag, digest)
 
 
-def is_insecure_ok(registry: str) -> bool:
-    """Plain http only for loopback registries or those in PLASH_INSECURE_REGISTRIES."""
-    host = registry.rsplit(":", 1)[0] if registry.count(":") == 1 else registry
-    if host in ("localhost", "[::1]") or host.startswith("127."):
+def registry_host(registry: str) -> tuple[str, str | None]:
+    """Pure: the host and port of `host`, `host:port`, `[v6]`, `[v6]:port` or a bare v6 address (port None if absent)."""
+    if registry.startswith("["):
+        host, bracket, rest = registry[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            return registry, None
+        return host, rest[1:] if rest else None
+    if registry.count(":") == 1:
+        host, _, port = registry.partition(":")
+        return host, port
+    return registry, None
+
+
+def is_loopback(registry: str) -> bool:
+    """Pure: whether a registry is this machine by its name: `localhost` or a loopback IP address, with or without port.
+
+    Decided by parsing, never by prefix: `127.evil.example` and
+    `127.0.0.1.nip.io` are names anyone can point anywhere.
+    """
+    host, port = registry_host(registry)
+    if port is not None and not (port.isdigit() and port.isascii()):
+        return False
+    if host.lower() == "localhost":
         return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if registry.startswith("[") and ip.version != 6:  # brackets are for v6 addresses only
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def is_insecure_ok(registry: str) -> bool:
+    """Plain http only for loopback registries or those in PLASH_INSECURE_REGISTRIES (`host` or `host:port`)."""
+    if is_loopback(registry):
+        return True
+    host, _ = registry_host(registry)
     allowed = [r.strip() for r in os.environ.get("PLASH_INSECURE_REGISTRIES", "").split(",") if r.strip()]
     return registry in allowed or host in allowed
 
@@ -98,18 +144,68 @@ def parse_challenge(header: str) -> dict[str, str]:
     return out
 
 
-def choose_manifest(index: dict, arch: str | None = None, variant: str | None = None) -> dict:
+def parse_json(body: bytes, where: str, what: str) -> dict:
+    """Pure: a JSON object from a server, or a FetchError naming the document and what is wrong."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
+        raise FetchError(f"{where}: {what} is not JSON ({str(e)[:100] or type(e).__name__})") from None
+    if not isinstance(doc, dict):
+        raise FetchError(f"{where}: {what} is not a JSON object but {_json_type(doc)}")
+    return doc
+
+
+def _json_type(value: object) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def check_descriptor(desc: object, where: str, what: str, need_size: bool = True) -> dict:
+    """Pure: desc as a content descriptor (a sha256 digest, and a size unless need_size is False)."""
+    if not isinstance(desc, dict):
+        raise FetchError(f"{where}: {what} is not an object but {_json_type(desc)}")
+    digest = desc.get("digest")
+    if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
+        shown = repr(digest)[:80] if digest is not None else "none"
+        raise FetchError(f"{where}: {what} has no valid sha256 digest (digest: {shown})")
+    size = desc.get("size")
+    if (size is not None or need_size) and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise FetchError(f"{where}: {what} has no valid size (size: {repr(size)[:40]})")
+    return desc
+
+
+def check_manifest(doc: dict, where: str) -> dict:
+    """Pure: doc as an image manifest (schema 2, a config and a list of layers, each a descriptor)."""
+    if doc.get("schemaVersion") != 2:
+        raise FetchError(f"{where}: unsupported manifest (schema {repr(doc.get('schemaVersion'))[:20]})")
+    layers = doc.get("layers")
+    if not isinstance(layers, list):
+        raise FetchError(f"{where}: the manifest has no list of layers")
+    check_descriptor(doc.get("config"), where, "the config of the manifest")
+    for i, layer in enumerate(layers):
+        check_descriptor(layer, where, f"layer {i + 1} of the manifest")
+    return doc
+
+
+def choose_manifest(index: object, arch: str | None = None, variant: str | None = None,
+                    where: str = "the manifest list") -> dict:
     """The entry of a manifest list/index for linux on this machine."""
     arch = arch or GOARCH.get(os.uname().machine, os.uname().machine)
-    candidates = [m for m in index.get("manifests", [])
-                  if m.get("platform", {}).get("os") == "linux" and m.get("platform", {}).get("architecture") == arch]
+    entries = index.get("manifests") if isinstance(index, dict) else None
+    if not isinstance(entries, list):
+        raise FetchError(f"{where}: the manifest list has no list of manifests")
+
+    def platform(m: object) -> dict:
+        p = m.get("platform") if isinstance(m, dict) else None
+        return p if isinstance(p, dict) else {}
+
+    candidates = [m for m in entries if platform(m).get("os") == "linux" and platform(m).get("architecture") == arch]
     if variant:
-        candidates = [m for m in candidates if m.get("platform", {}).get("variant") in (variant, None)]
+        candidates = [m for m in candidates if platform(m).get("variant") in (variant, None)]
     if not candidates:
-        platforms = sorted({f"{m.get('platform', {}).get('os')}/{m.get('platform', {}).get('architecture')}"
-                            for m in index.get("manifests", [])})
-        raise FetchError(f"no linux/{arch} image in the manifest list (has: {', '.join(platforms) or 'none'})")
-    return candidates[0]
+        platforms = sorted({f"{platform(m).get('os')}/{platform(m).get('architecture')}" for m in entries})
+        raise FetchError(f"{where}: no linux/{arch} image in the manifest list (has: {', '.join(platforms) or 'none'})")
+    return check_descriptor(candidates[0], where, f"the linux/{arch} entry of the manifest list", need_size=False)
 
 
 class Registry:
@@ -117,7 +213,9 @@ class Registry:
 
     def __init__(self, c: httpx.AsyncClient, ref: Ref) -> None:
         self.c, self.ref = c, ref
-        self.base = f"{'http' if is_insecure_ok(ref.registry) else 'https'}://{ref.registry}/v2/{ref.repository}"
+        host, port = registry_host(ref.registry)
+        netloc = ref.registry if ":" not in host else f"[{host}]" + (f":{port}" if port else "")  # a bare v6 address
+        self.base = f"{'http' if is_insecure_ok(ref.registry) else 'https'}://{netloc}/v2/{ref.repository}"
         self.token: str | None = None
 
     def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -126,59 +224,61 @@ class Registry:
             h["Authorization"] = f"Bearer {self.token}"
         return h
 
-    async def authorize(self, response: httpx.Response) -> None:
+    async def authorize(self, answer: Document) -> None:
         """After a 401: get an anonymous token from the realm the challenge names."""
-        params = parse_challenge(response.headers.get("www-authenticate", ""))
+        params = parse_challenge(answer.headers.get("www-authenticate", ""))
         if "realm" not in params:
-            raise FetchError(f"{response.request.url}: HTTP 401 and no token service to ask (not an anonymous registry)")
+            raise FetchError(f"{answer.url}: HTTP 401 and no token service to ask (not an anonymous registry)")
         query = {k: v for k, v in params.items() if k in ("service", "scope")}
         query.setdefault("scope", f"repository:{self.ref.repository}:pull")
-        url = httpx.URL(params["realm"], params=query)
-        body = json.loads(await get_bytes(self.c, str(url)))
+        try:
+            url = str(httpx.URL(params["realm"], params=query))
+        except httpx.InvalidURL as e:
+            raise FetchError(f"{answer.url}: the token service's address {params['realm']!r} is invalid ({e})") from None
+        body = parse_json(await get_bytes(self.c, url, limit=TOKEN_LIMIT, what="the token answer"), url,
+                          "the token answer")
         token = body.get("token") or body.get("access_token")
         if not token:
             raise FetchError(f"{params['realm']}: no token in the answer")
+        # the token goes into a header line as it is: only the characters of a token68 may pass
+        if not isinstance(token, str) or not TOKEN.fullmatch(token):
+            raise FetchError(f"{params['realm']}: the token in the answer is not a valid token")
         self.token = token
 
-    async def get(self, url: str, accept: str | None = None) -> httpx.Response:
-        """GET with the token flow; FetchError for errors."""
+    async def get(self, url: str, accept: str, limit: int, what: str) -> Document:
+        """GET a document of at most limit bytes with the token flow; FetchError for errors."""
         for _ in range(2):
-            try:
-                r = await self.c.get(url, headers=self.headers({"Accept": accept} if accept else None))
-            except httpx.TransportError as e:
-                raise FetchError(f"{url}: {e or type(e).__name__}") from None
-            if r.status_code == 401 and self.token is None:
-                await self.authorize(r)
+            answer = await get_document(self.c, url, self.headers({"Accept": accept}), limit, what)
+            if answer.status == 401 and self.token is None:
+                await self.authorize(answer)
                 continue
-            if r.status_code == 404:
+            if answer.status == 404:
                 raise FetchError(f"{self.ref}: not found ({url})")
-            if r.status_code >= 400:
-                raise FetchError(f"{url}: HTTP {r.status_code} {r.reason_phrase}")
-            return r
+            if answer.status >= 400:
+                raise FetchError(f"{url}: HTTP {answer.status} {answer.reason}")
+            if answer.status >= 300:  # a redirect httpx did not follow: no Location
+                raise FetchError(f"{url}: HTTP {answer.status} {answer.reason} without a place to go")
+            return answer
         raise FetchError(f"{url}: HTTP 401 even with a token")
 
     async def manifest(self) -> tuple[dict, str]:
         """The image manifest for this machine (following a manifest list) and its digest."""
-        from plash.lang.hashpath import sha256
-
-        r = await self.get(f"{self.base}/manifests/{self.ref.reference}", ACCEPT)
-        body = r.content
-        digest = "sha256:" + sha256(body).hexdigest()
+        url = f"{self.base}/manifests/{self.ref.reference}"
+        answer = await self.get(url, ACCEPT, MANIFEST_LIMIT, "the manifest")
+        digest = "sha256:" + sha256(answer.body).hexdigest()
         if self.ref.digest and digest != self.ref.digest:
             raise FetchError(f"{self.ref}: manifest digest mismatch (got {digest})")
-        doc = json.loads(body)
-        media = doc.get("mediaType") or r.headers.get("content-type", "").split(";")[0]
+        doc = parse_json(answer.body, url, "the manifest")
+        media = doc.get("mediaType") or answer.headers.get("content-type", "").split(";")[0]
         if media in INDEX_TYPES or "manifests" in doc:
-            entry = choose_manifest(doc)
-            r = await self.get(f"{self.base}/manifests/{entry['digest']}", ACCEPT)
-            body = r.content
-            digest = "sha256:" + sha256(body).hexdigest()
+            entry = choose_manifest(doc, where=url)
+            url = f"{self.base}/manifests/{entry['digest']}"
+            answer = await self.get(url, ACCEPT, MANIFEST_LIMIT, "the manifest")
+            digest = "sha256:" + sha256(answer.body).hexdigest()
             if digest != entry["digest"]:
                 raise FetchError(f"{self.ref}: manifest digest mismatch (got {digest}, listed {entry['digest']})")
-            doc = json.loads(body)
-        if doc.get("schemaVersion") != 2 or "layers" not in doc:
-            raise FetchError(f"{self.ref}: unsupported manifest (schema {doc.get('schemaVersion')})")
-        return doc, digest
+            doc = parse_json(answer.body, url, "the manifest")
+        return check_manifest(doc, url), digest
 
     def blob_url(self, digest: str) -> str:
         return f"{self.base}/blobs/{digest}"
