@@ -77,6 +77,23 @@ def step(spec: dict, parent: int = 0) -> None:
     start(cspec)
 
 
+def die_with(engine: int) -> None:
+    """End this process when the engine does (a thread with a pidfd: the engine forks from threads,
+    so PR_SET_PDEATHSIG would fire when that thread ends, not the process)."""
+    import select
+    import threading
+
+    watch = os.pidfd_open(engine)
+    if os.getppid() != engine:
+        os._exit(1)
+
+    def wait() -> None:
+        select.select([watch], [], [])
+        os._exit(1)
+
+    threading.Thread(target=wait, daemon=True).start()
+
+
 def main(argv: list[str]) -> int:
     try:
         parent = 0
@@ -95,6 +112,8 @@ def main(argv: list[str]) -> int:
             from plash.store.unpack import unpack
 
             userns.enter(mount_ns=False)  # inside, ownership from the tarball can be kept
+            if parent:
+                die_with(parent)
             unpack(sys.stdin.buffer, args[0], oci=op == "unpack-oci")
         elif op == "rmtree":
             from plash.store.layout import rmtree

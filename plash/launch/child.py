@@ -17,11 +17,21 @@ def in_namespace(work: Callable[[], None], mount_ns: bool = False) -> int:
     """
     sys.stdout.flush()
     sys.stderr.flush()
+    parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         code = 0
         try:
-            from plash.launch import userns
+            import signal
+
+            from plash.launch import syscalls, userns
+
+            # plash is single-threaded here, so the signal comes when it dies
+            # (SIGKILL included): no unpacker goes on writing into a staging
+            # dir that `clean` already counts as abandoned.
+            syscalls.die_with_parent(signal.SIGKILL)
+            if os.getppid() != parent:
+                os._exit(1)  # gone before the signal was armed
 
             userns.enter(mount_ns=mount_ns)
             work()

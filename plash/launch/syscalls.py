@@ -1,4 +1,4 @@
-"""The only module that calls libc through ctypes: unshare, mount, umount."""
+"""The only module that calls libc through ctypes: unshare, mount, umount, prctl."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ _libc.mount.argtypes = (
 )
 _libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
 _libc.unshare.argtypes = (ctypes.c_int,)
+_libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+
+PR_SET_PDEATHSIG = 1
 
 
 def _check(ret: int, what: str) -> None:
@@ -51,6 +54,11 @@ def mount(
         return None if s is None else os.fsencode(s)
 
     _check(_libc.mount(b(source), b(target), b(fstype), flags, b(data)), f"mount {target}")
+
+
+def die_with_parent(sig: int) -> None:
+    """Get sig when the parent *thread* ends (so: only for children of single-threaded parents)."""
+    _check(_libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
 
 
 def umount(target: str, flags: int = 0) -> None:

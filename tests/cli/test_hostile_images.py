@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import io
 import os
+import signal
+import subprocess
 import tarfile
+import time
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import Plash
+from conftest import PLASH, Plash
 
 
 @pytest.fixture
@@ -58,3 +61,83 @@ def test_mount_points_never_lead_onto_the_host(plash: Plash, busybox_tgz: Path, 
     assert not os.path.lexists(bait)
     layer = Path(plash.ok("nodepath", built)) / "root"
     assert sorted(os.listdir(layer)) == []
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below pid (from /proc, not a machine-wide pgrep)."""
+    kids: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat", "rb") as f:
+                    data = f.read()
+            except OSError:
+                continue
+            ppid = int(data[data.rindex(b")") + 2:].split()[1])
+            kids.setdefault(ppid, []).append(int(name))
+    out, todo = [], [pid]
+    while todo:
+        for k in kids.get(todo.pop(), []):
+            out.append(k)
+            todo.append(k)
+    return out
+
+
+def wait_gone(pids: list[int], timeout: float = 20) -> list[int]:
+    """Wait (on pidfds, not by polling) until the processes have ended; return those still alive."""
+    import select
+
+    fds = []
+    for pid in pids:
+        try:
+            fds.append(os.pidfd_open(pid))
+        except ProcessLookupError:
+            pass
+    try:
+        deadline = time.monotonic() + timeout
+        pending = list(fds)
+        while pending and time.monotonic() < deadline:
+            ready, _, _ = select.select(pending, [], [], max(0, deadline - time.monotonic()))
+            pending = [fd for fd in pending if fd not in ready]
+        return [pid for pid in pids if os.path.exists(f"/proc/{pid}") and
+                open(f"/proc/{pid}/stat").read().split(") ")[1][0] not in "ZX"]
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def plash_pid(proc: subprocess.Popen, plash: Plash) -> int:
+    """The plash process itself (for test users, runuser sits between)."""
+    if plash.user == "root":
+        return proc.pid
+    return first_child(proc.pid)
+
+
+def first_child(pid: int, timeout: float = 30) -> int:
+    """Wait for pid's first child process (forked at once by runuser, or by plash when it starts work)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        kids = descendants(pid)
+        if kids:
+            return kids[0]
+    raise AssertionError(f"process {pid} started no child")
+
+
+def test_no_child_outlives_a_killed_plash(plash: Plash, busybox_tgz: Path) -> None:
+    """SIGKILL of plash alone: the unpacker of import-tar, fed by a pipe that stays open, ends too."""
+    r, w = os.pipe()
+    proc = subprocess.Popen(plash.command([PLASH, "import-tar", "-"]), stdin=r, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=plash.work)
+    os.close(r)
+    try:
+        data = busybox_tgz.read_bytes()
+        os.write(w, data[: len(data) // 2])  # the unpacker is now at work, waiting for the rest
+        top = plash_pid(proc, plash)
+        first_child(top)
+        kids = descendants(top)
+        os.kill(top, signal.SIGKILL)
+        assert wait_gone(kids) == [], "a child of the killed plash runs on"
+    finally:
+        os.close(w)
+        proc.wait(timeout=30)
+
