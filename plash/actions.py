@@ -435,9 +435,9 @@ def fsck(repair: bool) -> tuple[list[str], list[str], list[str]]:
     """
     import fcntl
 
-    from plash.store.layout import owner_alive
+    from plash.store.layout import TRASH_PREFIX, owner_alive
 
-    s = store()
+    s = store() if repair else existing_store()  # checking alone creates nothing
     broken: list[str] = []
     leftovers: list[str] = []
     for d, label in ((s.index, "index"), (s.maps, "map"), (s.keys, "keys")):
@@ -467,7 +467,7 @@ def fsck(repair: bool) -> tuple[list[str], list[str], list[str]]:
             if dn.isdigit() and os.path.realpath(os.path.join(dirpath, dn)) not in indexed:
                 leftovers.append(f"{os.path.relpath(os.path.join(dirpath, dn), s.path)}: image dir without index entry")
         dirnames[:] = [dn for dn in dirnames if dn.isdigit()]
-    for name in sorted(os.listdir(s.locks)):
+    for name in sorted(os.listdir(s.locks)) if os.path.isdir(s.locks) else []:
         try:
             fd = os.open(os.path.join(s.locks, name), os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
@@ -479,9 +479,12 @@ def fsck(repair: bool) -> tuple[list[str], list[str], list[str]]:
             pass  # held: a build is under way
         finally:
             os.close(fd)
-    for name in sorted(os.listdir(s.tmp)):
+    for name in sorted(os.listdir(s.tmp)) if os.path.isdir(s.tmp) else []:
         if not owner_alive(name):
             leftovers.append(f"tmp/{name}: left by a process that is gone")
+    for name in sorted(os.listdir(s.path)):
+        if name.startswith(TRASH_PREFIX) and not owner_alive(name[len(TRASH_PREFIX):]):
+            leftovers.append(f"{name}: left by a purge that was killed")
     repaired: list[str] = []
     if repair and (broken or leftovers):
         for image in bad_images:

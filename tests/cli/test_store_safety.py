@@ -143,6 +143,8 @@ def test_store_left_by_a_crashed_purge_is_usable(plash: Plash, image: str, busyb
         assert plash.ok("run", image, "true") == ""
         new = plash.ok("create", image, "touch", "/new")
     assert plash.ok("run", new, "cat", "/etc/os-release").startswith("NAME=busybox")
+    r = plash("fsck")
+    assert r.returncode == 0 and f"leftover: {trash.name}: left by a purge that was killed" in r.stderr, r.stderr
     r = plash("clean")
     assert r.returncode == 0, r.stderr
     assert not trash.exists()
@@ -156,7 +158,7 @@ def test_store_left_by_a_crashed_purge_is_usable(plash: Plash, image: str, busyb
 @pytest.mark.parametrize("args", [
     ["nodepath", "3"], ["parent", "3"], ["rm", "3"], ["export-tar", "3", "out.tar"], ["export-tar", "3"],
     ["copy", "3", "c"], ["with-mount", "3", "true"], ["mount", "3", "."], ["create", "3", "true"],
-    ["map", "key", "3"], ["map", "key"], ["data"],
+    ["map", "key", "3"], ["map", "key"], ["data"], ["fsck"],
 ])
 def test_queries_on_a_missing_store_create_nothing(root_plash: Plash, args: list[str]) -> None:
     plash = root_plash
