@@ -92,3 +92,32 @@ class Layout:
                  "manifests": [m for m in self.manifests if "annotations" in m]}
         (self.path / "index.json").write_text(json.dumps(index))
         os.chmod(self.path, 0o755)
+
+
+class Podman:
+    """podman with storage of its own under base: never the machine's, and two test suites never share one.
+
+    Only image commands (pull, load, tag, save) are used: they need no OCI runtime.
+    """
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        for d in ("root", "run", "tmp"):
+            (base / d).mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, *args: str) -> str:
+        import subprocess
+
+        b = self.base
+        cmd = ["podman", "--root", str(b / "root"), "--runroot", str(b / "run"), "--tmpdir", str(b / "tmp"),
+               "--storage-driver", "vfs", "--events-backend", "file", "--cgroup-manager", "cgroupfs", *args]
+        env = {**os.environ, "TMPDIR": str(b / "tmp")}
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if r.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {r.stderr}")
+        return r.stdout.strip()
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.base, ignore_errors=True)

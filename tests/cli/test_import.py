@@ -119,7 +119,7 @@ def test_malicious_tarballs_write_nothing_outside(plash: Plash, shared_dir: Path
     path = shared_dir / f"evil-{kind}-{plash.user}.tar"
     path.write_bytes(_tar(members))
     path.chmod(0o644)
-    plash.ok("data")
+    plash.ok("init")
     before = plash.snapshot()
     r = plash("import-tar", str(path))
     assert r.returncode == 1
@@ -160,7 +160,7 @@ def test_bad_files(plash: Plash, busybox_tgz: Path, shared_dir: Path, case: str)
         path.chmod(0o600)
     if path.exists() and case not in ("unreadable", "directory"):
         path.chmod(0o644)
-    plash.ok("data")
+    plash.ok("init")
     before = plash.snapshot()
     r = plash("import-tar", str(path))
     if case == "unreadable" and plash.user == "root":

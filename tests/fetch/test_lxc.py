@@ -77,7 +77,7 @@ def test_bad_downloads_leave_the_store_unchanged(plash: Plash, server: Server, r
         path = add_lxc_image(server, "bad", "1", ARCH, rootfs_xz)
         server.state.faults[path] = case
         name = "bad:1"
-    plash.ok("data")
+    plash.ok("init")
     before = plash.snapshot()
     r = lxc(plash, server, "import-lxc", name, timeout=60)
     assert r.returncode == 1
@@ -130,7 +130,7 @@ def test_import_url(plash: Plash, server: Server, rootfs_xz: bytes) -> None:
 def test_ctrl_c_during_download(plash: Plash, server: Server, rootfs_xz: bytes) -> None:
     path = add_lxc_image(server, "slow", "1", ARCH, rootfs_xz)
     server.state.faults[path] = "hang"
-    plash.ok("data")
+    plash.ok("init")
     before = plash.snapshot()
     proc = subprocess.Popen(plash.command([PLASH, "import-lxc", "slow:1"], {"PLASH_LXC_URL": server.url}),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
