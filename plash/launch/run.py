@@ -81,5 +81,5 @@ def main(args: list[str]) -> None:
 
             raise UsageError("missing argument IMAGE", "plash run IMAGE [CMD...]")
     image = parse_image_id(args[0])
-    store = open_store()
+    store = open_store(create=False)  # a query: a missing store is no image, and stays missing
     start(image_spec(store, image, args[1:]))

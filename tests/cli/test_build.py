@@ -176,7 +176,7 @@ def test_eval_and_help_macros(plash: Plash) -> None:
 
 
 def test_unreachable_sources_give_one_error_line(plash: Plash) -> None:
-    plash.ok("data")
+    plash.ok("init")
     before = plash.snapshot()
     env = {"PLASH_LXC_URL": "http://127.0.0.1:9", "PLASH_HTTP_TIMEOUT": "2"}
     for macro, arg in (("--from-lxc", "alpine:edge"), ("--from-docker", "127.0.0.1:9/alpine"),

@@ -59,7 +59,7 @@ def test_out_of_space(small: Plash, busybox_tgz: Path, shared_dir: Path) -> None
         with open(big, "wb") as f:  # 4000 files take about 16 MB of tmpfs pages
             rootfs.busybox_tar(f, "gz", filler=4000)
         big.chmod(0o644)
-    p.ok("data")
+    p.ok("init")
     line = failing(p, "import-tar", str(big))
     assert line == f"plash error: no space left on device while unpacking: {FULL}"
     image = p.import_tar(busybox_tgz)

@@ -169,7 +169,6 @@ def test_queries_on_a_missing_store_create_nothing(root_plash: Plash, args: list
     assert sorted(os.listdir(plash.work)) == []
 
 
-@pytest.mark.xfail(strict=True, reason="until plash/launch/run.py opens the store with open_store(create=False)")
 def test_run_on_a_missing_store_creates_nothing(plash: Plash) -> None:
     r = plash("run", "3", "true")
     assert r.returncode == 1 and len(r.stderr.splitlines()) == 1

@@ -107,7 +107,7 @@ def test_manifest_list_picks_this_platform(root_plash: Plash, registry: Registry
 
 def test_registry_errors_leave_the_store_unchanged(root_plash: Plash, registry: Registry) -> None:
     plash = root_plash
-    plash.ok("data")
+    plash.ok("init")
     before = plash.snapshot()
     r = plash("import-docker", f"{registry.host}/test/multi:nope")
     assert r.returncode == 1 and "not found" in r.stderr.splitlines()[-1]
@@ -196,7 +196,7 @@ def test_malicious_layer_writes_nothing_outside(root_plash: Plash, registry: Reg
                  tag="evil")
     layout.write()
     registry.push(str(layout.path), "evil", "test/evil:1")
-    before = (root_plash.ok("data"), root_plash.snapshot())
+    before = (root_plash.ok("init"), root_plash.snapshot())
     r = root_plash("import-docker", f"{registry.host}/test/evil:1")
     assert r.returncode == 1 and "unsafe path" in r.stderr.splitlines()[-1]
     assert not outside.exists()
