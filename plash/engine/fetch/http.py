@@ -95,6 +95,8 @@ def _describe(e: Exception) -> str:
         return f"cannot connect ({e})" if str(e) else "cannot connect"
     if isinstance(e, httpx.RemoteProtocolError):
         return f"connection broken ({e})"
+    if isinstance(e, httpx.UnsupportedProtocol):  # file:, ftp:, or a redirect there
+        return "only http and https URLs can be fetched"
     if isinstance(e, httpx.TooManyRedirects):
         return "too many redirects (a redirect loop?)"
     if isinstance(e, httpx.InvalidURL):
@@ -132,7 +134,7 @@ async def get_bytes(c: httpx.AsyncClient, url: str, headers: dict[str, str] | No
                     limit: int = DOCUMENT_LIMIT, what: str = "the document") -> bytes:
     """GET a small document, with retries; FetchError on failure (see get_document)."""
     doc = await get_document(c, url, headers, limit, what)
-    if doc.status >= 400:
+    if not 200 <= doc.status < 300:  # 3xx: a redirect without a Location
         raise FetchError(f"{url}: HTTP {doc.status} {doc.reason}")
     return doc.body
 
@@ -144,6 +146,8 @@ async def _get_document(c: httpx.AsyncClient, url: str, headers: dict[str, str] 
         last = attempt == RETRIES - 1
         try:
             doc = await _get_once(c, url, headers, limit, what)
+        except httpx.UnsupportedProtocol as e:  # file:, ftp: (a redirect there, say): never tried again
+            raise FetchError(f"{url}: {_describe(e)}") from None
         except httpx.TransportError as e:
             if last:
                 raise FetchError(f"{url}: {_describe(e)}") from None
@@ -284,14 +288,14 @@ async def stream(c: httpx.AsyncClient, url: str, sink: Callable[[bytes], Awaitab
             try:
                 if r.status_code >= 500 and attempt < RETRIES - 1:
                     raise _Retry(f"HTTP {r.status_code}")
-                if r.status_code >= 400:
+                if r.status_code >= 300:  # 3xx: a redirect without a Location
                     raise FetchError(f"{url}: HTTP {r.status_code} {r.reason_phrase}")
                 if verify.count and r.status_code != 206:
                     raise FetchError(f"{url}: the connection broke and the server cannot resume (no Range support)")
                 if total is None and "content-length" in r.headers and not verify.count:
                     length = r.headers["content-length"]
                     total = int(length) if length.isdigit() else None
-                chunks = r.aiter_raw(CHUNK)
+                chunks = r.aiter_raw()  # what each read brings: a chunk size would hold bytes back from the rate count
                 while True:
                     with trio.move_on_after(guard.deadline) as waiting:
                         chunk = await anext(chunks, b"")
@@ -309,6 +313,8 @@ async def stream(c: httpx.AsyncClient, url: str, sink: Callable[[bytes], Awaitab
             # httpx raises for a body shorter than its Content-Length; a listed
             # size the server disagrees with is the size check's business
             return verify.check()
+        except httpx.UnsupportedProtocol as e:
+            raise FetchError(f"{url}: {_describe(e)}") from None
         except (httpx.TransportError, _Retry) as e:
             attempt += 1
             if attempt >= RETRIES:
