@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import posixpath
 import random
 import shutil
 import subprocess
@@ -208,3 +209,24 @@ def test_bad_archives(root_plash: Plash, archives) -> None:
         assert len(errors) == 1 and "internal error" not in errors[0], (case, r.stderr)
         assert all(line.startswith(("plash: ", "plash error: ", "hint: ")) for line in r.stderr.splitlines()), (case, r.stderr)
         assert root_plash.snapshot() == before, case
+
+
+def test_layers_named_through_links(root_plash: Plash, archives) -> None:
+    # old docker save archives name each layer <id>/layer.tar, a symlink (or hard link) where layers repeat
+    found, work = archives
+    path = work / "linked.tar"
+    with tarfile.open(found["skopeo"]) as tar, tarfile.open(path, "w") as out:
+        links = {posixpath.normpath(posixpath.join(posixpath.dirname(m.name), m.linkname)): m.name
+                 for m in tar if m.issym()}
+        for member in tar:
+            data = tar.extractfile(member).read() if member.isreg() else b""  # type: ignore[union-attr]
+            if member.name == "manifest.json":
+                doc = json.loads(data)
+                doc[0]["Layers"] = [links[n] for n in doc[0]["Layers"]]
+                data = json.dumps(doc).encode()
+                member.size = len(data)
+            out.addfile(member, io.BytesIO(data) if member.isreg() else None)
+    path.chmod(0o644)
+    assert all(n.endswith("/layer.tar") for n in json.loads(tarfile.open(path).extractfile("manifest.json").read())[0]["Layers"])  # type: ignore[union-attr]
+    image = root_plash.ok("import-docker", f"docker-archive:{path}")
+    assert root_plash.ok("run", image, "sh", "-c", CHECK) == CHECKED
