@@ -13,93 +13,201 @@ so read-only directories do not break extraction.
 from __future__ import annotations
 
 import errno
+import functools
 import io
 import os
 import stat
 import tarfile
-from typing import BinaryIO
+from typing import Any, BinaryIO, Callable, Iterator
 
 from plash.errors import UnpackError
+
+# Limits that hold memory and time for any input (see the module docstring).
+XZ_MEMLIMIT = 130 << 20
+ZSTD_MAX_WINDOW = 1 << 27
+MAX_HEADERS = 1 << 20
+MAX_TRAILING = 16 << 20
+DRAIN_IDLE = 2.0
 
 _CHUNK = 1 << 20
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
+OPAQUE_XATTR = "user.overlay.opaque"
+_InvalidHeader: type[Exception] = tarfile.InvalidHeaderError  # type: ignore[attr-defined]  # not in typeshed
+_KEEP_DIRS = 32  # open levels a walk down to a directory keeps, at most
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def open_decompressed(raw: BinaryIO) -> BinaryIO:
-    """A stream of the tarball's plain bytes, whatever its compression.
+def open_decompressed(raw: BinaryIO) -> ReadAhead:
+    """A reader of the tarball's plain bytes, whatever its compression.
 
-    Compressed input is decompressed by a thread of its own, ahead of the
-    reader: zlib, lzma, bz2 and zstd release the GIL while they work, so
+    The input is read and decompressed by a thread of its own, ahead of the
+    tar reader: zlib, lzma, bz2 and zstd release the GIL while they work, so
     decompressing overlaps with creating the files (as tar does with a
     separate xz process).
     """
     buf = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type,type-var]
     magic = buf.peek(6)[:6]
-    stream: BinaryIO
+    read: Callable[[], bytes]
     if magic.startswith(b"\x1f\x8b"):
         import gzip
 
-        stream = gzip.GzipFile(fileobj=buf, mode="rb")  # type: ignore[assignment]
+        gz = gzip.GzipFile(fileobj=buf, mode="rb")
+        read = functools.partial(gz.read, _CHUNK)
     elif magic.startswith(b"BZh"):
         import bz2
 
-        stream = bz2.BZ2File(buf)  # type: ignore[assignment]
+        read = functools.partial(bz2.BZ2File(buf).read, _CHUNK)
     elif magic.startswith(b"\xfd7zXZ\x00"):
-        import lzma
-
-        stream = lzma.LZMAFile(buf)  # type: ignore[assignment]
+        chunks = _xz_chunks(buf)
+        read = functools.partial(next, chunks, b"")
     elif magic.startswith(b"\x28\xb5\x2f\xfd"):
         import zstandard
 
-        stream = zstandard.ZstdDecompressor().stream_reader(buf, read_across_frames=True)  # type: ignore[assignment]
+        zst = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(buf, read_across_frames=True)
+        read = functools.partial(_zstd_read, zst)
     else:
-        return buf  # type: ignore[return-value]
-    return ReadAhead(stream)  # type: ignore[return-value]
+        read = functools.partial(buf.read1, _CHUNK)  # what a pipe has, without waiting for a full chunk
+    return ReadAhead(read)
+
+
+def _xz_chunks(buf: io.BufferedReader[Any]) -> Iterator[bytes]:
+    """The plain bytes of an xz file, decoded within XZ_MEMLIMIT.
+
+    Like lzma.LZMAFile (which has no memory limit): concatenated streams
+    follow on; data after a stream that is not a stream is ignored.
+    """
+    import lzma
+
+    def decoder() -> lzma.LZMADecompressor:
+        return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
+
+    dec = decoder()
+    try:
+        while True:
+            if dec.eof:
+                rest = dec.unused_data or buf.read1(_CHUNK)
+                if not rest:
+                    return
+                dec = decoder()
+                try:
+                    out = dec.decompress(rest, _CHUNK)
+                except lzma.LZMAError as e:
+                    if _xz_memory(e):
+                        raise
+                    return
+            else:
+                data = buf.read1(_CHUNK) if dec.needs_input else b""
+                if dec.needs_input and not data:
+                    raise EOFError("compressed file ended before the end-of-stream marker was reached")
+                out = dec.decompress(data, _CHUNK)  # bounded output: a small input may expand hugely
+            if out:
+                yield out
+    except lzma.LZMAError as e:
+        if _xz_memory(e):
+            raise UnpackError(
+                f"the xz stream needs more than {XZ_MEMLIMIT >> 20} MiB of memory to unpack (dictionary too large)"
+            ) from None
+        raise
+
+
+def _xz_memory(e: Exception) -> bool:
+    return "memory usage limit" in str(e).lower()
+
+
+def _zstd_read(stream: BinaryIO) -> bytes:
+    try:
+        return stream.read(_CHUNK)
+    except Exception as e:  # zstandard.ZstdError, imported lazily
+        if "too much memory" in str(e):
+            raise UnpackError(
+                f"the zstd stream needs a window of more than {ZSTD_MAX_WINDOW >> 20} MiB to unpack"
+            ) from None
+        raise
 
 
 class ReadAhead:
-    """Reads a stream in a daemon thread, a bounded number of chunks ahead (about 8 MB)."""
+    """Reads chunks in a daemon thread, a bounded number ahead (at most 8 MB)."""
 
-    CHUNK = 1 << 20
-
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, read: Callable[[], bytes]) -> None:
         import queue
         import threading
 
         self.chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=8)
         self.pending = b""
-        self.pos = 0
+        self.pos = 0  # in self.pending
+        self.offset = 0  # bytes handed out so far
+        self.limit: int | None = None  # handing out more than this raises (see Header)
         self.done = False
-        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+        self.stopped = False
+        threading.Thread(target=self._pump, args=(read,), daemon=True).start()
 
-    def _pump(self, stream: BinaryIO) -> None:
+    def _pump(self, read: Callable[[], bytes]) -> None:
         try:
-            while chunk := stream.read(self.CHUNK):
+            while not self.stopped:
+                chunk = read()
                 self.chunks.put(chunk)
-            self.chunks.put(b"")
+                if not chunk:
+                    return
         except BaseException as e:  # handed to the reader, raised there
             self.chunks.put(e)
+
+    def _next(self, timeout: float | None = None) -> bool:
+        """Take the next chunk; False at the end of the input."""
+        got = self.chunks.get(timeout=timeout)
+        if isinstance(got, BaseException):
+            self.done = True
+            raise got
+        if not got:
+            self.done = True
+            return False
+        self.pending, self.pos = got, 0
+        return True
 
     def read(self, n: int = -1) -> bytes:
         out = []
         want = n if n >= 0 else 1 << 62
         while want > 0 and not self.done:
-            if self.pos == len(self.pending):
-                got = self.chunks.get()
-                if isinstance(got, BaseException):
-                    self.done = True
-                    raise got
-                if not got:
-                    self.done = True
-                    break
-                self.pending, self.pos = got, 0
+            if self.pos == len(self.pending) and not self._next():
+                break
             part = self.pending[self.pos:self.pos + want]
             self.pos += len(part)
             want -= len(part)
             out.append(part)
-        return b"".join(out)
+        data = b"".join(out)
+        self.offset += len(data)
+        if self.limit is not None and self.offset > self.limit:
+            raise UnpackError(f"a tarball member's headers are larger than {MAX_HEADERS >> 20} MiB")
+        return data
+
+    def drain(self) -> None:
+        """Read on after the end of the archive, within bounds.
+
+        That takes the padding of the last record and a compressed stream's
+        trailer (checked), so a pipe feeding us is not cut off early; but it
+        stops after MAX_TRAILING bytes, or DRAIN_IDLE seconds without data,
+        so that input which never ends never hangs the unpacker.
+        """
+        import queue
+
+        left = MAX_TRAILING - (len(self.pending) - self.pos)
+        try:
+            while left > 0 and not self.done and self._next(timeout=DRAIN_IDLE):
+                left -= len(self.pending)
+        except queue.Empty:
+            pass
+        self.pending, self.pos = b"", 0
+
+    def close(self) -> None:
+        """Stop the thread: it reads at most one more chunk."""
+        import queue
+
+        self.stopped = True
+        try:
+            while True:
+                self.chunks.get_nowait()
+        except queue.Empty:
+            pass
 
 
 def member_parts(name: str) -> list[str]:
@@ -116,13 +224,15 @@ class Unpacker:
     def __init__(self, dest: str, oci: bool = False) -> None:
         self.oci = oci  # convert OCI whiteouts (.wh.NAME, .wh..wh..opq) to overlayfs form
         self.root_fd = os.open(dest, _DIR_FLAGS)
+        # Open directory fds by path. An fd handed out stays open until the
+        # next member (or until the directory itself is removed).
         self.dirs: dict[tuple[str, ...], int] = {(): self.root_fd}
         self.deferred: list[tuple[tuple[str, ...], tarfile.TarInfo]] = []
         self.mapped = True  # turns False once a chown is refused
         # In a fresh (empty) layer dir only what this tarball made can stand in
         # the way of a member: remembering that saves a stat per member.
         self.fresh = not os.listdir(self.root_fd)
-        self.made: set[tuple[str, ...]] = set()
+        self.made = _PathSet()
         self.ids = (os.geteuid(), os.getegid())
 
     def close(self) -> None:
@@ -136,60 +246,133 @@ class Unpacker:
                 os.close(fd)
                 del self.dirs[key]
 
+    def _forget_below(self, parts: tuple[str, ...]) -> None:
+        """Close the fds of a removed directory and of those inside it (and only those)."""
+        n = len(parts)
+        for key in [k for k in self.dirs if k[:n] == parts]:
+            os.close(self.dirs.pop(key))
+
     def dir_fd(self, parts: tuple[str, ...], member: str, create: bool = True) -> int:
-        """An fd of the directory `parts` (created as needed), refusing symlinks."""
+        """An fd of the directory `parts` (created as needed), refusing symlinks.
+
+        Walks down from the deepest open ancestor, without recursion, and keeps
+        only the last _KEEP_DIRS levels open, whatever the depth.
+        """
         fd = self.dirs.get(parts)
         if fd is not None:
             return fd
-        parent = self.dir_fd(parts[:-1], member, create)
+        i = len(parts) - 1
+        while (fd := self.dirs.get(parts[:i])) is None:
+            i -= 1
+        spare = -1  # an fd of ours that is not kept: closed once its child is open
+        try:
+            for j in range(i + 1, len(parts) + 1):
+                child = self._open_dir(fd, parts[:j], member, create)
+                if spare >= 0:
+                    os.close(spare)
+                    spare = -1
+                if len(parts) - j < _KEEP_DIRS:
+                    self.dirs[parts[:j]] = child
+                else:
+                    spare = child
+                fd = child
+        finally:
+            if spare >= 0:
+                os.close(spare)
+        return fd
+
+    def _open_dir(self, parent: int, parts: tuple[str, ...], member: str, create: bool) -> int:
         name = parts[-1]
         try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
         except FileNotFoundError:
             if not create:
                 raise UnpackError(f"tarball member refers to a missing path: {member}") from None
             os.mkdir(name, 0o755, dir_fd=parent)
             self.made.add(parts)
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            return os.open(name, _DIR_FLAGS, dir_fd=parent)
         except OSError as e:
+            if e.errno == errno.ENOTDIR and create and self._is_whiteout(parent, name):
+                # a directory added where this layer whited out the lower one
+                os.unlink(name, dir_fd=parent)
+                os.mkdir(name, 0o755, dir_fd=parent)
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+                os.setxattr(fd, OPAQUE_XATTR, b"y")
+                return fd
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise UnpackError(
                     f"unsafe tarball member (goes through a symlink or file): {member}"
                 ) from None
             raise
-        self.dirs[parts] = fd
-        return fd
 
-    def _clear(self, pfd: int, name: str, want_dir: bool, parts: tuple[str, ...] | None = None) -> bool:
-        """Make room for a new entry; True if a directory already stands there (kept)."""
-        if self.fresh and parts is not None and parts not in self.made:
+    def _is_whiteout(self, pfd: int, name: str) -> bool:
+        """Whether name is a whiteout this unpacker made (device nodes from the tarball are skipped)."""
+        if not self.oci:
             return False
+        st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        return stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+
+    def _clear(self, pfd: int, name: str, parts: tuple[str, ...], want_dir: bool) -> int:
+        """Make room for a new entry; return the mode of what stood there (0: nothing).
+
+        A directory is kept when want_dir, otherwise whatever stands there is removed.
+        """
+        if self.fresh and parts not in self.made:
+            return 0
         try:
             st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
-            return False
+            return 0
         if stat.S_ISDIR(st.st_mode):
-            if want_dir:
-                return True
-            self._rmtree_at(pfd, name)
-            self._forget_dirs()
-            return False
-        os.unlink(name, dir_fd=pfd)
-        return False
+            if not want_dir:
+                self._forget_below(parts)
+                self._rmtree_at(pfd, name)
+        else:
+            os.unlink(name, dir_fd=pfd)
+        return st.st_mode
 
-    def _rmtree_at(self, pfd: int, name: str) -> None:
+    @staticmethod
+    def _rmtree_at(pfd: int, name: str) -> None:
+        """Remove a directory tree, without recursion and with two fds open at most.
+
+        It climbs back up through "..", checking that it arrives where it came from.
+        """
         fd = os.open(name, _DIR_FLAGS, dir_fd=pfd)
+        # per level: the directory's name, (dev, ino) of its parent, its subdirectories left to remove
+        stack: list[tuple[str, tuple[int, int], list[str]]] = []
+        here = name
         try:
-            os.fchmod(fd, 0o700)
-            for entry in os.listdir(fd):
-                st = os.stat(entry, dir_fd=fd, follow_symlinks=False)
-                if stat.S_ISDIR(st.st_mode):
-                    self._rmtree_at(fd, entry)
-                else:
-                    os.unlink(entry, dir_fd=fd)
+            while True:
+                os.fchmod(fd, 0o700)
+                subdirs = []
+                for entry in os.listdir(fd):
+                    if stat.S_ISDIR(os.stat(entry, dir_fd=fd, follow_symlinks=False).st_mode):
+                        subdirs.append(entry)
+                    else:
+                        os.unlink(entry, dir_fd=fd)
+                st = os.fstat(fd)
+                stack.append((here, (st.st_dev, st.st_ino), subdirs))
+                while stack and not stack[-1][2]:
+                    here, _, _ = stack.pop()
+                    if not stack:
+                        os.close(fd)
+                        fd = -1
+                        os.rmdir(here, dir_fd=pfd)
+                        return
+                    up = os.open("..", _DIR_FLAGS, dir_fd=fd)
+                    os.close(fd)
+                    fd = up
+                    st = os.fstat(fd)
+                    if (st.st_dev, st.st_ino) != stack[-1][1]:
+                        raise UnpackError("a directory being replaced was moved while unpacking")
+                    os.rmdir(here, dir_fd=fd)
+                here = stack[-1][2].pop()
+                down = os.open(here, _DIR_FLAGS, dir_fd=fd)
+                os.close(fd)
+                fd = down
         finally:
-            os.close(fd)
-        os.rmdir(name, dir_fd=pfd)
+            if fd >= 0:
+                os.close(fd)
 
     def _own(self, target: int | str, info: tarfile.TarInfo, pfd: int | None = None) -> bool:
         """chown where the namespace maps the ids; False when refused."""
@@ -228,21 +411,25 @@ class Unpacker:
         pfd = self.dir_fd(parts[:-1], info.name)
         name = parts[-1]
         if self.oci and name.startswith(WHITEOUT):
-            self._whiteout(pfd, name, info.name)
+            self._whiteout(pfd, name, parts, info.name)
             return
         self._add(tar, info, parts, pfd, name)
         self.made.add(parts)
 
     def _add(self, tar: tarfile.TarFile, info: tarfile.TarInfo, parts: tuple[str, ...], pfd: int, name: str) -> None:
         if info.isdir():
-            if not self._clear(pfd, name, True, parts):
-                os.mkdir(name, 0o700, dir_fd=pfd)
-            else:
+            was = self._clear(pfd, name, parts, want_dir=True)
+            if stat.S_ISDIR(was):
                 fd = self.dir_fd(parts, info.name)
                 os.fchmod(fd, os.fstat(fd).st_mode & 0o7777 | 0o700)
+            else:
+                os.mkdir(name, 0o700, dir_fd=pfd)
+                if was and self.oci and stat.S_ISCHR(was):
+                    # replaces this layer's whiteout: the lower directory stays hidden
+                    os.setxattr(self.dir_fd(parts, info.name), OPAQUE_XATTR, b"y")
             self.deferred.append((parts, info))
         elif info.isreg():
-            self._clear(pfd, name, False, parts)
+            self._clear(pfd, name, parts, want_dir=False)
             mode = info.mode & 0o7777
             # created with its final mode when that is simple (the umask is 0 here)
             simple = mode & 0o200 and not mode & 0o7000
@@ -265,7 +452,7 @@ class Unpacker:
             finally:
                 os.close(fd)
         elif info.issym():
-            self._clear(pfd, name, False, parts)
+            self._clear(pfd, name, parts, want_dir=False)
             os.symlink(info.linkname, name, dir_fd=pfd)
             self._own(name, info, pfd)
             try:
@@ -287,10 +474,12 @@ class Unpacker:
                 raise UnpackError(f"hard link to a directory in tarball: {info.name}")
             if (sfd, src_parts[-1]) == (pfd, name):
                 return
-            self._clear(pfd, name, want_dir=False)
+            if src_parts[:len(parts)] == parts:
+                raise UnpackError(f"hard link replaces the directory that holds its target in tarball: {info.name}")
+            self._clear(pfd, name, parts, want_dir=False)
             os.link(src_parts[-1], name, src_dir_fd=sfd, dst_dir_fd=pfd, follow_symlinks=False)
         elif info.isfifo():
-            self._clear(pfd, name, want_dir=False)
+            self._clear(pfd, name, parts, want_dir=False)
             os.mkfifo(name, 0o600, dir_fd=pfd)
             owned = self._own(name, info, pfd)
             fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=pfd)
@@ -300,18 +489,34 @@ class Unpacker:
                 os.close(fd)
         # other member types (sparse handled as regular by tarfile) are ignored
 
-    def _whiteout(self, pfd: int, name: str, member: str) -> None:
-        """An OCI whiteout becomes its overlayfs form in the layer."""
+    def _whiteout(self, pfd: int, name: str, parts: tuple[str, ...], member: str) -> None:
+        """An OCI whiteout becomes its overlayfs form in the layer.
+
+        Whiteouts hide what lower layers hold, never what this layer adds, in
+        whatever order they come (OCI image spec, "Whiteouts"): a name this
+        layer adds stays (a directory is made opaque), otherwise a whiteout
+        device stands in for it, to be replaced should the layer add it later.
+        """
         if name == OPAQUE:
             # the directory hides everything below it in lower layers
-            os.setxattr(pfd, "user.overlay.opaque", b"y")
+            os.setxattr(pfd, OPAQUE_XATTR, b"y")
             return
         hidden = name[len(WHITEOUT):]
-        if not hidden or hidden in (".", ".."):
+        if not hidden or hidden in (".", "..") or "/" in hidden:
             raise UnpackError(f"invalid whiteout in layer: {member}")
-        self._clear(pfd, hidden, want_dir=False)
+        target = parts[:-1] + (hidden,)
+        if not self.fresh or target in self.made:
+            try:
+                st = os.stat(hidden, dir_fd=pfd, follow_symlinks=False)
+            except FileNotFoundError:
+                pass
+            else:
+                if stat.S_ISDIR(st.st_mode):
+                    os.setxattr(self.dir_fd(target, member), OPAQUE_XATTR, b"y")
+                return  # a file (or whiteout) of this layer hides the lower one already
         # a 0:0 character device: unprivileged users may make this one (Linux >= 5.8)
         os.mknod(hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=pfd)
+        self.made.add(target)
 
     @staticmethod
     def _xattrs(fd: int, info: tarfile.TarInfo) -> None:
@@ -338,11 +543,61 @@ class Unpacker:
             os.utime(fd, (info.mtime, info.mtime))
 
 
+class _PathSet:
+    """The paths this unpacker made, in fixed memory: a bit per path hash.
+
+    A set bit may be another path's (a collision costs one stat); a clear bit
+    is certain. A set of the paths themselves would grow with the tarball.
+    """
+
+    BITS = 1 << 24  # 2 MiB: about 1% collisions at 150 000 paths
+
+    def __init__(self) -> None:
+        self.bits = bytearray(self.BITS >> 3)
+
+    def add(self, parts: tuple[str, ...]) -> None:
+        h = hash(parts) & (self.BITS - 1)
+        self.bits[h >> 3] |= 1 << (h & 7)
+
+    def __contains__(self, parts: tuple[str, ...]) -> bool:
+        h = hash(parts) & (self.BITS - 1)
+        return bool(self.bits[h >> 3] & (1 << (h & 7)))
+
+
 def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         n = os.write(fd, view)
         view = view[n:]
+
+
+def _header_type(reader: ReadAhead) -> type[tarfile.TarInfo]:
+    """tarfile's header parser, held to GNU tar's rules and to MAX_HEADERS.
+
+    tarfile quietly ends an archive at a header with a bad checksum (past
+    the first): GNU tar reports it and fails, and so do we. A member's extra
+    headers (PAX records, GNU long names, sparse maps) are read into memory
+    whole, so they may not be larger than MAX_HEADERS.
+    """
+
+    class Header(tarfile.TarInfo):
+        __slots__ = ()
+
+        @classmethod
+        def fromtarfile(cls, tar: tarfile.TarFile) -> Header:
+            if reader.limit is not None:  # the real header after a PAX or long-name one
+                return super().fromtarfile(tar)
+            reader.limit = reader.offset + MAX_HEADERS + tarfile.RECORDSIZE  # tarfile reads whole records
+            try:
+                return super().fromtarfile(tar)
+            except _InvalidHeader as e:
+                raise UnpackError(f"not a valid tarball: corrupt header at byte {tar.offset} ({e})") from None
+            except RecursionError:
+                raise UnpackError("not a valid tarball: too many extended headers in a row") from None
+            finally:
+                reader.limit = None
+
+    return Header
 
 
 def unpack(stream: BinaryIO, dest: str, oci: bool = False) -> int:
@@ -354,15 +609,16 @@ def unpack(stream: BinaryIO, dest: str, oci: bool = False) -> int:
     unpacker = Unpacker(dest, oci)
     count = 0
     old_umask = os.umask(0)
+    plain: ReadAhead | None = None
     try:
         try:
             plain = open_decompressed(stream)
-            with tarfile.open(fileobj=plain, mode="r|") as tar:
-                for info in tar:
+            with tarfile.open(fileobj=plain, mode="r|", tarinfo=_header_type(plain)) as tar:  # type: ignore[call-overload]
+                while (info := tar.next()) is not None:
+                    tar.members.clear()  # tarfile keeps every member: memory would grow with the input
                     unpacker.add(tar, info)
                     count += 1
-            while plain.read(1 << 20):  # to the end (padding), so the reader thread ends too
-                pass
+            plain.drain()
         except UnpackError:
             raise
         except OSError as e:
@@ -377,6 +633,8 @@ def unpack(stream: BinaryIO, dest: str, oci: bool = False) -> int:
             raise UnpackError("the tarball is empty")
         unpacker.finish()
     finally:
+        if plain is not None:
+            plain.close()
         os.umask(old_umask)
         unpacker.close()
     return count
