@@ -156,9 +156,10 @@ def test_bearer_challenge_and_platforms() -> None:
     c = parse_challenge('Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a:pull"')
     assert c == {"realm": "https://auth.example/token", "service": "registry.example", "scope": "repository:a:pull"}
     assert parse_challenge('Basic realm="x"') == {}
-    index = {"manifests": [{"digest": "a", "platform": {"os": "linux", "architecture": "arm64"}},
-                           {"digest": "b", "platform": {"os": "linux", "architecture": "amd64"}}]}
-    assert choose_manifest(index, "amd64")["digest"] == "b"
+    a, b = "sha256:" + "a" * 64, "sha256:" + "b" * 64  # chosen entries must have a valid digest
+    index = {"manifests": [{"digest": a, "platform": {"os": "linux", "architecture": "arm64"}},
+                           {"digest": b, "platform": {"os": "linux", "architecture": "amd64"}}]}
+    assert choose_manifest(index, "amd64")["digest"] == b
     with pytest.raises(FetchError, match="no linux/s390x"):
         choose_manifest(index, "s390x")
 
