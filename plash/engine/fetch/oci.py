@@ -1,7 +1,10 @@
 """OCI / Docker registries (SPEC 6.2): references, the token flow, manifests, platform choice.
 
-The pure parts (parse_ref, the Bearer challenge, choose_manifest) are plain
-functions; `Registry` does the HTTP through plash's http module.
+The pure parts (parse_ref, is_loopback, the Bearer challenge, the checks of
+registry documents, choose_manifest) are plain functions; `Registry` does the
+HTTP through plash's http module. Registries are untrusted: every document is
+read within a limit of its kind and checked before anything uses it, and a
+malformed one is a FetchError naming its URL and what is wrong.
 """
 
 from __future__ import annotations
