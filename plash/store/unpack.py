@@ -52,23 +52,35 @@ def open_decompressed(raw: BinaryIO) -> ReadAhead:
     if magic.startswith(b"\x1f\x8b"):
         import gzip
 
-        gz = gzip.GzipFile(fileobj=buf, mode="rb")
-        read = functools.partial(gz.read, _CHUNK)
+        gz = gzip.GzipFile(fileobj=_Available(buf), mode="rb")  # type: ignore[call-overload]
+        read = functools.partial(gz.read1, _CHUNK)
     elif magic.startswith(b"BZh"):
         import bz2
 
-        read = functools.partial(bz2.BZ2File(buf).read, _CHUNK)
+        read = functools.partial(bz2.BZ2File(_Available(buf)).read1, _CHUNK)  # type: ignore[call-overload]
     elif magic.startswith(b"\xfd7zXZ\x00"):
         chunks = _xz_chunks(buf)
         read = functools.partial(next, chunks, b"")
     elif magic.startswith(b"\x28\xb5\x2f\xfd"):
         import zstandard
 
-        zst = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(buf, read_across_frames=True)
+        zst = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(
+            _Available(buf), read_across_frames=True)
         read = functools.partial(_zstd_read, zst)
     else:
         read = functools.partial(buf.read1, _CHUNK)  # what a pipe has, without waiting for a full chunk
     return ReadAhead(read)
+
+
+class _Available:
+    """A file whose read(n) gives what the input has (at least a byte), as a pipe does.
+
+    For the decompressors: a buffered read(n) waits for n bytes, and so would
+    hold back the end of the archive while the input stays open.
+    """
+
+    def __init__(self, buf: io.BufferedReader[Any]) -> None:
+        self.read = buf.read1
 
 
 def _xz_chunks(buf: io.BufferedReader[Any]) -> Iterator[bytes]:
@@ -117,7 +129,7 @@ def _xz_memory(e: Exception) -> bool:
 
 def _zstd_read(stream: BinaryIO) -> bytes:
     try:
-        return stream.read(_CHUNK)
+        return stream.read1(_CHUNK)  # type: ignore[attr-defined]
     except Exception as e:  # zstandard.ZstdError, imported lazily
         if "too much memory" in str(e):
             raise UnpackError(
@@ -127,7 +139,12 @@ def _zstd_read(stream: BinaryIO) -> bytes:
 
 
 class ReadAhead:
-    """Reads chunks in a daemon thread, a bounded number ahead (at most 8 MB)."""
+    """Reads chunks in a daemon thread, a bounded number ahead (at most 8 MB).
+
+    Decompressors are read with read1, which hands out what one read of the
+    input gave: read, which fills its whole buffer first, would hold back
+    the end of the archive while, say, gzip skips zero padding that never ends.
+    """
 
     def __init__(self, read: Callable[[], bytes]) -> None:
         import queue
@@ -165,16 +182,16 @@ class ReadAhead:
         return True
 
     def read(self, n: int = -1) -> bytes:
-        out = []
-        want = n if n >= 0 else 1 << 62
-        while want > 0 and not self.done:
-            if self.pos == len(self.pending) and not self._next():
-                break
-            part = self.pending[self.pos:self.pos + want]
-            self.pos += len(part)
-            want -= len(part)
-            out.append(part)
-        data = b"".join(out)
+        """Up to n bytes, fewer when that is what has come so far; b"" at the end.
+
+        (Never waiting for more than one byte: the end of the archive may be
+        followed by input that never comes.)
+        """
+        if n == 0 or (self.pos == len(self.pending) and (self.done or not self._next())):
+            return b""
+        end = len(self.pending) if n < 0 else self.pos + n
+        data = self.pending[self.pos:end]
+        self.pos += len(data)
         self.offset += len(data)
         if self.limit is not None and self.offset > self.limit:
             raise UnpackError(f"a tarball member's headers are larger than {MAX_HEADERS >> 20} MiB")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import resource
+import signal
 import stat
 import subprocess
 import sys
@@ -164,8 +165,29 @@ def test_oci_whiteouts_in_every_order_the_spec_allows(tmp_path: Path) -> None:
     assert not _opaque(w)
 
 
+def run_group(argv: list[str], timeout: float = 60, stdin: bytes | None = None,
+              hold_stdin: bool = False) -> subprocess.CompletedProcess:
+    """Run argv in a process group of its own, killed whole when it overruns (or when done)."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    assert proc.stdin is not None
+    try:
+        if hold_stdin:  # write, then keep the pipe open while waiting
+            proc.stdin.write(stdin or b"")
+            proc.stdin.flush()
+            proc.wait(timeout=timeout)
+        out, err = proc.communicate(None if hold_stdin else stdin, timeout=timeout)
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+    return subprocess.CompletedProcess(argv, proc.returncode, out.decode(), err.decode())
+
+
 def _child(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+    return run_group([sys.executable, "-c", code], timeout)
 
 
 def test_a_deep_tree_without_recursion_or_many_fds(tmp_path: Path) -> None:
@@ -254,25 +276,21 @@ def test_input_that_never_ends_after_the_archive(tmp_path: Path) -> None:
     src = tmp_path / "good.tar"
     src.write_bytes(tar_of(GOOD, GOOD_DATA))
     (tmp_path / "out").mkdir()
-    r = subprocess.run(["sh", "-c", 'cat "$1" /dev/zero | "$2" -c "$3" "$4"', "sh", str(src), sys.executable,
-                        UNPACK_STDIN, str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
+    r = run_group(["sh", "-c", 'cat "$1" /dev/zero | "$2" -c "$3" "$4"', "sh", str(src), sys.executable,
+                   UNPACK_STDIN, str(tmp_path / "out")])
     assert r.returncode == 0 and r.stdout == "3\n", r.stderr
     assert (tmp_path / "out" / "b" / "c").read_bytes() == b"c"
 
 
-def test_a_pipe_that_never_closes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("compress", [[], ["gzip"], ["xz"], ["zstd"], ["bzip2"]])
+def test_a_pipe_that_never_closes(tmp_path: Path, compress: list[str]) -> None:
+    """Not even the end of a gzip stream may hold back the end of the archive."""
     (tmp_path / "out").mkdir()
-    child = subprocess.Popen([sys.executable, "-c", UNPACK_STDIN, str(tmp_path / "out")], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    assert child.stdin is not None
-    try:
-        child.stdin.write(tar_of(GOOD, GOOD_DATA))
-        child.stdin.flush()
-        code = child.wait(timeout=60)  # with stdin still open
-    finally:
-        child.kill()
-        out, err = child.communicate(timeout=60)
-    assert code == 0 and out == b"3\n", err
+    raw = tar_of(GOOD, GOOD_DATA)
+    if compress:
+        raw = subprocess.run(compress, input=raw, capture_output=True, check=True, timeout=60).stdout
+    r = run_group([sys.executable, "-c", UNPACK_STDIN, str(tmp_path / "out")], stdin=raw, hold_stdin=True)
+    assert r.returncode == 0 and r.stdout == "3\n", r.stderr
 
 
 @pytest.mark.parametrize("case", ["bad checksum", "garbage header", "truncated data", "missing padding"])
