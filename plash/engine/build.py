@@ -106,12 +106,14 @@ def build(store: Store, lines: list[tuple[str, Where]], make_emit: Callable[[], 
     from plash.engine.scheduler import run_dag
 
     emit = make_emit() if make_emit else (lambda e: None)
-    dag = jobs.build_jobs(store, prepared, emit)
+    holds = jobs.Holds(store)
+    dag = jobs.build_jobs(store, prepared, emit, holds)
     try:
         results = trio.run(run_dag, dag, jobs.LIMITS)
     except BaseExceptionGroup as group:
         raise first_error(group) from None
     finally:
+        holds.close()
         close = getattr(emit, "close", None)
         if close:
             close()

@@ -16,12 +16,13 @@ import sys
 
 import trio
 
+from plash import testhook
 from plash.engine.build import Prepared, default_mirror
 from plash.engine.events import Event
 from plash.engine.fetch import http, lxc
 from plash.engine.plan import Layer, Source
 from plash.engine.scheduler import Job
-from plash.errors import PlashError
+from plash.errors import NoImage, PlashError
 from plash.store.layout import Store, full_store_note
 from plash.store.staging import new_staging
 
@@ -353,18 +354,51 @@ class KeyLock:
             os.close(self.fd)
 
 
-async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: int, emit: Emit, cwd: str = "/") -> int:
+class Holds:
+    """The in-use marks (Store.hold) a build keeps on every image it made or uses, until it ends.
+
+    So `rm` and `shrink` cannot take a finished layer from under the next
+    step, nor the base image before its first step starts.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.fds: list[int] = []
+
+    def image(self, image: int) -> bool:
+        """Hold an existing image; False if it is gone (or went while locking)."""
+        try:
+            self.fds.append(self.store.hold(image))
+        except NoImage:
+            return False
+        return True
+
+    def staged(self, staged: str) -> None:
+        self.fds.append(self.store.hold_staged(staged))
+
+    def close(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds.clear()
+
+
+async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: int, emit: Emit, cwd: str = "/",
+                      holds: Holds | None = None) -> int:
+    holds = holds or Holds(store)
     found = store.lookup_key(layer.key)
-    if found is not None:
+    if found is not None and holds.image(found):
         return found
     async with KeyLock(store, layer.key, emit, f"layer {n}/{total} ({layer.where})"):
         found = store.lookup_key(layer.key)  # look again: another process may have made it meanwhile
-        if found is not None:
+        if found is not None and holds.image(found):
             return found
-        return await _build_layer(store, parent, layer, n, total, emit, cwd)
+        image = await _build_layer(store, parent, layer, n, total, emit, cwd, holds)
+    testhook.pause("layer-made", str(image))
+    return image
 
 
-async def _build_layer(store: Store, parent: int, layer: Layer, n: int, total: int, emit: Emit, cwd: str) -> int:
+async def _build_layer(store: Store, parent: int, layer: Layer, n: int, total: int, emit: Emit, cwd: str,
+                       holds: Holds) -> int:
     if not layer.shell.strip():
         staging = new_staging(store, "layer", with_work=False)  # hints only: no container needed
     else:
@@ -394,22 +428,31 @@ async def _build_layer(store: Store, parent: int, layer: Layer, n: int, total: i
             await discard(staging)
             raise PlashError("cannot clean up the new layer")
     try:
+        holds.staged(os.path.join(staging, "img"))
         image = store.publish(os.path.join(staging, "img"), parent, layer.meta, layer.key)
     finally:
         await discard(staging, published=True)
     return image
 
 
-def build_jobs(store: Store, prepared: Prepared, emit: Emit) -> dict[str, Job]:
+def build_jobs(store: Store, prepared: Prepared, emit: Emit, holds: Holds) -> dict[str, Job]:
+    """The DAG of one build; every image it makes or uses is held in holds (the caller closes it)."""
     jobs: dict[str, Job] = {}
     base = prepared.base_key
     if prepared.base_id is None:
-        jobs[base] = Job(base, (), "import", lambda: import_source(store, prepared.source, base, emit),
-                         label=f"import {prepared.source.kind}")
+        async def imported() -> int:
+            image = await import_source(store, prepared.source, base, emit)
+            if not holds.image(image):
+                raise NoImage(f"the imported base image {image} was removed meanwhile")
+            return image
+
+        jobs[base] = Job(base, (), "import", imported, label=f"import {prepared.source.kind}")
     else:
         base_id = prepared.base_id
 
         async def known() -> int:
+            if not holds.image(base_id):
+                raise NoImage(f"no image: {base_id}")
             return base_id
 
         jobs[base] = Job(base, (), "none", known)
@@ -417,7 +460,7 @@ def build_jobs(store: Store, prepared: Prepared, emit: Emit) -> dict[str, Job]:
     total = len(prepared.layers)
     for n, layer in enumerate(prepared.layers, 1):
         def make(layer: Layer = layer, n: int = n):  # type: ignore[no-untyped-def]
-            return lambda parent_id: build_layer(store, parent_id, layer, n, total, emit, prepared.cwd)
+            return lambda parent_id: build_layer(store, parent_id, layer, n, total, emit, prepared.cwd, holds)
 
         jobs[layer.key] = Job(layer.key, (parent,), "step", make(), label=f"layer {n}")
         parent = layer.key

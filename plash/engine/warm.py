@@ -37,9 +37,10 @@ def warm(store: Store, files: list[str], parallel: int, keep_going: bool,
         from plash.engine.scheduler import run_dag
 
         emit = make_emit()
+        holds = jobs.Holds(store)
         dag: dict = {}
         for p in todo.values():
-            for key, job in jobs.build_jobs(store, p, emit).items():
+            for key, job in jobs.build_jobs(store, p, emit, holds).items():
                 dag.setdefault(key, job)  # the same key is the same work: keep one job
         limits = dict(jobs.LIMITS, step=max(1, parallel))
         try:
@@ -47,6 +48,7 @@ def warm(store: Store, files: list[str], parallel: int, keep_going: bool,
         except BaseExceptionGroup as group:
             raise first_error(group) from None
         finally:
+            holds.close()
             close = getattr(emit, "close", None)
             if close:
                 close()

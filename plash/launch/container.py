@@ -12,7 +12,7 @@ import os
 import stat
 import sys
 
-from plash import config
+from plash import config, testhook
 from plash.errors import LaunchError
 from plash.launch import syscalls, userns
 
@@ -352,23 +352,23 @@ def exec_command(argv: list[str], env: dict[str, str]) -> None:
 
 
 def hold_image(spec: ContainerSpec) -> None:
-    """Take a shared lock on the image that the exec'd command keeps until it ends.
+    """Mark the image in use (Store.hold) for as long as the exec'd command runs, before mounting it.
 
     The descriptor is inherited across exec on purpose: while any container
     (or build step) of an image runs, `rm`, `shrink` and `clean` leave it and
-    its ancestors alone, since they need the exclusive lock to delete it.
+    its ancestors alone. It is on a regular file: it leads nowhere.
     """
     if not spec.layer_dirs:
         return
-    import fcntl
+    from plash.store.layout import Store
 
-    fd = os.open(os.path.join(spec.store, "index", spec.layer_dirs[0]), os.O_RDONLY | os.O_DIRECTORY)
-    fcntl.flock(fd, fcntl.LOCK_SH)
-    os.set_inheritable(fd, True)
+    Store(spec.store).hold(int(spec.layer_dirs[0]), inherit=True)
 
 
 def start(spec: ContainerSpec) -> None:
     """Enter namespaces, mount, chroot and exec the command. Does not return."""
+    hold_image(spec)  # before anything is mounted: from here on, rm leaves the image alone
+    testhook.pause("container-held")
     try:
         userns.enter()
         ops = plan(spec)
@@ -378,7 +378,6 @@ def start(spec: ContainerSpec) -> None:
                 f.write("\n".join(created))
     except OSError as e:
         raise LaunchError(f"cannot set up the container: {e.strerror or e}") from e
-    hold_image(spec)
     root = root_dir(spec)
     if spec.supervise:
         supervise(spec.supervise, root, spec.staging)
@@ -458,6 +457,7 @@ def supervise(engine: int, root: str, staging: str | None) -> None:
 def mount_readonly(store: str, layer_dirs: tuple[str, ...]) -> str:
     """In the current (private) mount namespace, mount an image read-only; return its root."""
     spec = ContainerSpec(store=store, layer_dirs=layer_dirs, argv=(), readonly=True)
+    hold_image(spec)  # the host command exec'd on it keeps the image from rm
     apply(spec, plan(spec))
     return root_dir(spec)
 

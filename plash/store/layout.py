@@ -39,6 +39,10 @@ import time
 
 from plash.errors import NoImage, PlashError, StoreError
 
+TYPE_CHECKING = False  # typing is not imported at run time: this is on plash run's path
+if TYPE_CHECKING:
+    from typing import Callable
+
 TRASH_PREFIX = "purge-"
 
 # Moved first by purge: without locks/ the skeleton counts as incomplete (the
@@ -52,9 +56,18 @@ _MAP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123
 ACCUMULATING = frozenset(("env", "env_prefix", "mount", "oci_env"))
 
 
+# The file in each image dir whose shared flock marks the image in use.
+INUSE = "inuse"
+
+# The deepest chain of layers an image may have (image 0 not counted): the
+# overlay mount takes all of them as lower dirs in one page of options, and
+# the kernel stacks at most 500. Docker's own limit is 127.
+MAX_LAYERS = 250
+
+
 def parse_image_id(text: str) -> int:
     """An image argument as a positive id, or NoImage saying what is wrong."""
-    if not (text.isascii() and text.isdigit()) or int(text) == 0:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18 or int(text) == 0:
         raise NoImage(f"image must be a positive number, got: {text!r}")
     return int(text)
 
@@ -117,28 +130,84 @@ def owner_alive(tmp_name: str) -> bool:
 
 
 def rmtree(path: str) -> None:
-    """Remove a tree, making read-only directories writable on the way."""
-    import shutil
+    """Remove a tree, making read-only directories writable on the way.
 
-    def fix(func, p, exc):  # type: ignore[no-untyped-def]
-        err = exc[1] if isinstance(exc, tuple) else exc
-        if isinstance(err, FileNotFoundError):
-            return
-        if not isinstance(err, PermissionError):
-            raise err
-        parent = os.path.dirname(p)
-        os.chmod(parent, stat.S_IRWXU)
-        try:
-            if os.path.isdir(p) and not os.path.islink(p):
-                os.chmod(p, stat.S_IRWXU)
-                shutil.rmtree(p, onerror=fix)
-            else:
-                os.unlink(p)
-        except FileNotFoundError:
-            pass
+    Iterative, one open directory at a time (it climbs back through ".."):
+    no recursion limit and no descriptor limit, however deep the tree is (a
+    hostile tarball may nest thousands of levels), so the store always stays
+    cleanable.
+    """
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        os.unlink(path)
+        return
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    cur = _open_fixing(path, flags, None)
+    stack: list[tuple[str, list[str] | None]] = [(os.path.basename(os.path.normpath(path)), None)]
+    try:
+        while stack:
+            name, pending = stack[-1]
+            if pending is None:
+                pending = []
+                for entry in _listdir_fixing(cur):
+                    try:
+                        if entry.is_dir(follow_symlinks=False):
+                            pending.append(entry.name)
+                        else:
+                            _fixing(cur, os.unlink, entry.name)
+                    except FileNotFoundError:
+                        pass
+                stack[-1] = (name, pending)
+            if pending:
+                sub = pending.pop()
+                try:
+                    nxt = _open_fixing(sub, flags, cur)
+                except FileNotFoundError:
+                    continue
+                os.close(cur)
+                cur = nxt
+                stack.append((sub, None))
+                continue
+            up = os.open("..", flags & ~os.O_NOFOLLOW, dir_fd=cur)
+            os.close(cur)
+            cur = up
+            stack.pop()
+            try:
+                _fixing(cur, os.rmdir, name)
+            except FileNotFoundError:
+                pass
+    finally:
+        os.close(cur)
 
-    if os.path.lexists(path):
-        shutil.rmtree(path, onerror=fix)
+
+def _fixing(dir_fd: int, op: Callable[..., None], name: str) -> None:
+    """op(name, dir_fd=dir_fd) (an unlink or rmdir); on a permission error make the dir writable and retry."""
+    try:
+        op(name, dir_fd=dir_fd)
+    except PermissionError:
+        os.fchmod(dir_fd, stat.S_IRWXU)
+        op(name, dir_fd=dir_fd)
+
+
+def _open_fixing(name: str, flags: int, dir_fd: int | None) -> int:
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except PermissionError:
+        if dir_fd is not None:
+            os.fchmod(dir_fd, stat.S_IRWXU)  # no search permission on the parent, perhaps
+        os.chmod(name, stat.S_IRWXU, dir_fd=dir_fd)
+        return os.open(name, flags, dir_fd=dir_fd)
+
+
+def _listdir_fixing(fd: int) -> list[os.DirEntry]:
+    try:
+        return list(os.scandir(fd))
+    except PermissionError:
+        os.fchmod(fd, stat.S_IRWXU)
+        return list(os.scandir(fd))
 
 
 class Store:
@@ -243,11 +312,47 @@ class Store:
         return sorted(int(n) for n in os.listdir(d) if n.isdigit())
 
     def descendants(self, image: int) -> list[int]:
-        """The image and everything below it, parents before children."""
+        """The image and everything below it, parents before children (breadth first: no recursion)."""
         out = [image]
-        for c in self.children(image):
-            out.extend(self.descendants(c))
+        i = 0
+        while i < len(out):
+            out.extend(self.children(out[i]))
+            i += 1
         return out
+
+    # -- in use --------------------------------------------------------
+
+    def hold(self, image: int, inherit: bool = False) -> int:
+        """Mark an image in use: an fd with a shared lock on the regular file `inuse` in its dir.
+
+        `rm`, `shrink` and `clean` need the exclusive lock to delete an image
+        (or any of its ancestors, since they delete descendants too). A
+        regular file, not the image dir: a container inherits the fd
+        (inherit), and an fd on a directory of the store would let it
+        reach the store (/proc/self/fd/N/..); one on a file reaches nothing.
+        Raises NoImage when the image is gone, or went while locking.
+        """
+        path = os.path.join(self.image_dir(image), INUSE)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH)
+            # look again: `rm` may have moved the image away between the open and the lock
+            st, now = os.fstat(fd), os.stat(os.path.join(self.image_dir(image), INUSE))
+            if (st.st_dev, st.st_ino) != (now.st_dev, now.st_ino):
+                raise NoImage(f"no image: {image}")
+        except (OSError, NoImage):
+            os.close(fd)
+            raise NoImage(f"no image: {image}") from None
+        if inherit:
+            os.set_inheritable(fd, True)
+        return fd
+
+    @staticmethod
+    def hold_staged(staged: str) -> int:
+        """Hold an image from birth: the in-use lock taken in its staged dir travels with publish's rename."""
+        fd = os.open(os.path.join(staged, INUSE), os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return fd
 
     # -- locking and temp dirs -----------------------------------------
 
@@ -304,8 +409,14 @@ class Store:
         merged["key"] = [key or "random-" + os.urandom(16).hex()]
         with open(os.path.join(staged, "meta"), "w") as f:
             f.write(encode_meta(merged))
+        # made here, so that holding the image (see hold) changes nothing in the store
+        os.close(os.open(os.path.join(staged, INUSE), os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
         with self.locked():
             parent_dir = self.image_dir(parent) if parent else self.root0
+            depth = len(self.chain(parent)) if parent else 1  # of the new image
+            if depth > MAX_LAYERS:
+                raise StoreError(f"an image has at most {MAX_LAYERS} layers; image {parent} has {depth - 1} already",
+                                 hint="join build steps into fewer layers")
             n = self._allocate_id()
             dest = os.path.join(parent_dir, str(n))
             try:
@@ -408,8 +519,9 @@ class Store:
         return trash, gone
 
     def _try_exclusive(self, image: int) -> int | None:
-        """An fd holding the exclusive lock of an image dir, None if a container holds it shared."""
-        fd = os.open(self.image_dir(image), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        """An fd holding the exclusive lock of an image (see hold), None if a container or build holds it."""
+        fd = os.open(os.path.join(self.image_dir(image), INUSE), os.O_RDONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -563,7 +675,7 @@ class _Lock:
         self.fd = -1
 
     def __enter__(self) -> None:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(self.fd, fcntl.LOCK_EX)
 
     def __exit__(self, *exc: object) -> None:

@@ -141,3 +141,83 @@ def test_no_child_outlives_a_killed_plash(plash: Plash, busybox_tgz: Path) -> No
         os.close(w)
         proc.wait(timeout=30)
 
+
+
+def test_no_descriptor_leads_into_the_store(plash: Plash, image: str) -> None:
+    """The in-use mark a container holds is an fd on a regular file: no directory of the store is reachable."""
+    probe = ("for f in /proc/self/fd/*; do if [ -d \"$f\" ]; then echo \"directory fd: $f\"; fi; done; "
+             "echo x > /proc/self/fd/3/root/etc/passwd 2>/dev/null && echo 'wrote through fd 3'; "
+             "cd -P /proc/self/fd/3/.. 2>/dev/null && echo 'left the root through fd 3'; echo done")
+    assert plash.ok("run", image, "sh", "-c", probe) == "done"
+    built = plash("build", "--from", image, "--run", probe + " >&2")
+    assert built.returncode == 0, built.stderr
+    assert "directory fd" not in built.stderr and "through fd 3" not in built.stderr
+    assert plash.ok("run", image, "head", "-c", "5", "/etc/passwd") == "root:"
+
+
+class Pause:
+    """plash's pause point (plash/testhook.py): a FIFO the test reads when plash is inside the window."""
+
+    def __init__(self, plash: Plash, name: str) -> None:
+        self.fifo = plash.work / f"pause-{uuid.uuid4().hex[:8]}"
+        os.mkfifo(self.fifo)
+        if plash.user != "root":
+            import pwd
+
+            pw = pwd.getpwnam(plash.name)
+            os.chown(self.fifo, pw.pw_uid, pw.pw_gid)
+        self.env = {"PLASH_TEST_PAUSE": f"{name}:{self.fifo}"}
+
+    def reached(self, timeout: float = 60) -> str:
+        import threading
+
+        got: list[str] = []
+        t = threading.Thread(target=lambda: got.append(self.fifo.open().readline().strip()), daemon=True)
+        t.start()
+        t.join(timeout)
+        assert got, "plash never reached the pause point"
+        return got[0]
+
+    def go(self) -> None:
+        with self.fifo.open("wb") as f:
+            f.write(b"g")
+
+
+def test_rm_leaves_an_image_alone_from_before_its_container_mounts_it(plash: Plash, image: str) -> None:
+    pause = Pause(plash, "container-held")
+    proc = subprocess.Popen(plash.command([PLASH, "run", image, "cat", "/etc/os-release"], pause.env),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=plash.work)
+    try:
+        assert pause.reached() == "container-held"  # the image is held, nothing mounted yet
+        r = plash("rm", image)
+        assert r.returncode == 1 and "in use" in r.stderr, r.stderr
+        assert plash("shrink").stdout == ""
+        pause.go()
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and out, err
+    finally:
+        proc.kill()
+        proc.wait()
+    assert plash.ok("rm", image) == ""  # free again once the container has ended
+
+
+def test_rm_leaves_a_builds_layers_alone_until_it_ends(plash: Plash, image: str) -> None:
+    pause = Pause(plash, "layer-made")
+    macros = ["build", "--from", image, "--run", "echo one > /one", "--layer", "--run", "cat /one"]
+    proc = subprocess.Popen(plash.command([PLASH, *macros], pause.env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=plash.work)
+    try:
+        first = pause.reached().split()[1]  # layer 1 is made, layer 2 not started
+        for victim in (first, image):  # the finished layer, and the base the build stands on
+            r = plash("rm", victim)
+            assert r.returncode == 1 and "in use" in r.stderr, r.stderr
+        pause.go()
+        last = pause.reached().split()[1]
+        pause.go()
+        out, err = proc.communicate(timeout=60)
+        assert (proc.returncode, out.strip()) == (0, last), err
+    finally:
+        proc.kill()
+        proc.wait()
+    assert plash.ok("run", last, "cat", "/one") == "one"
+    assert plash("rm", first).returncode == 0  # the build has ended: nothing holds it now
