@@ -221,3 +221,21 @@ def test_rm_leaves_a_builds_layers_alone_until_it_ends(plash: Plash, image: str)
         proc.wait()
     assert plash.ok("run", last, "cat", "/one") == "one"
     assert plash("rm", first).returncode == 0  # the build has ended: nothing holds it now
+
+
+def test_deep_trees_and_long_chains_stay_removable(plash: Plash, image: str) -> None:
+    """No recursion on trees or chains: a 1200-level directory tree and a 250-layer chain are removed."""
+    deep = plash.ok("create", image, "sh", "-c",
+                    "d=/deep; i=0; while [ $i -lt 1200 ]; do d=$d/d; i=$((i+1)); done; mkdir -p $d; touch $d/leaf")
+    assert plash("rm", deep).returncode == 0
+    # hint-only layers are made without a container: quick to stack up to the limit
+    layers = [w for i in range(260) for w in ("--layer", "--env", f"V{i}")]
+    r = plash("build", "--quiet", "--from", image, *layers)
+    assert r.returncode == 1
+    first = r.stderr.splitlines()[0]
+    assert first.startswith("plash error: an image has at most 250 layers; image ") and first.endswith(" has 250 already")
+    assert plash("fsck").returncode == 0
+    r = plash("rm", image)
+    assert r.returncode == 0 and "removed 250 image(s)" in r.stderr, r.stderr
+    plash.ok("clean")
+    assert (plash("fsck").returncode, os.listdir(plash.store / "tmp")) == (0, [])
