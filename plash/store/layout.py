@@ -229,6 +229,25 @@ class Store:
     def exists(self) -> bool:
         return os.path.isdir(self.path)
 
+    def private(self) -> "Store":
+        """Make sure no other user can reach into the store (0700), as podman's storage is.
+
+        Imported setuid files and file capabilities live in it: reachable, any
+        local user could run them with the owner's powers. A store made open
+        (by an older plash, or a umask) is closed on first use, and said once.
+        """
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return self
+        if st.st_mode & 0o077 and st.st_uid == os.getuid():
+            os.chmod(self.path, 0o700)
+            import sys
+
+            sys.stderr.write(f"plash: made the store private (mode 700, it was {stat.S_IMODE(st.st_mode):o}): "
+                             f"{self.path}\n")
+        return self
+
     def ensure(self) -> "Store":
         """Create the store's skeleton if it is missing (idempotent, race-free).
 
@@ -237,9 +256,10 @@ class Store:
         interleaves with a purge moving it away.
         """
         if os.path.isdir(self.locks):  # made last: the skeleton is complete
-            return self
+            return self.private()
         try:
             os.makedirs(self.path, mode=0o700, exist_ok=True)  # the mode is for the last component only
+            self.private()
             with self.locked():
                 if os.path.isdir(self.locks):
                     return self
@@ -390,7 +410,7 @@ class Store:
         while os.path.lexists(os.path.join(self.index, str(n))):
             n += 1
         tmp = f"{counter}.{os.getpid()}.new"
-        with open(tmp, "w") as f:
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), "w") as f:
             f.write(f"{n + 1}\n")
         os.replace(tmp, counter)
         return n
@@ -664,7 +684,7 @@ def open_store(path: str | None = None, create: bool = True) -> Store:
         return store.ensure()
     if not store.exists():
         raise StoreError(f"no store at {store.path} (nothing has been built or imported yet)")
-    return store
+    return store.private()
 
 
 class _Lock:
