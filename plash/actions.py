@@ -7,6 +7,7 @@ which needs a single-threaded caller (no trio here).
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from typing import BinaryIO
 
@@ -190,19 +191,31 @@ def export_tar(image_text: str, dest: str) -> None:
             raise PlashError(f"export failed (tar exit {code})")
         return
     dest = os.path.abspath(dest)
-    tmp = f"{dest}.plash-{os.getpid()}.part"
+    import tempfile
+
+    # An unpredictable name, made with O_EXCL|O_NOFOLLOW: no one can plant a
+    # symlink there to turn the export onto another file; the rename at the
+    # end replaces whatever is at dest itself, never where a symlink leads.
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(dest)}.", suffix=".plash-part",
+                                   dir=os.path.dirname(dest))
     except OSError as e:
         raise PlashError(f"cannot write {dest}: {e.strerror}") from None
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(fd, 0o666 & ~umask)  # the mode a plain new file would get
     try:
-        code = _run_on_mounted(s, image, argv, stdout=fd)
-    finally:
-        os.close(fd)
-    if code:
-        os.unlink(tmp)
-        raise PlashError(f"export failed (tar exit {code})")
-    os.replace(tmp, dest)
+        try:
+            code = _run_on_mounted(s, image, argv, stdout=fd)
+        finally:
+            os.close(fd)
+        if code:
+            raise PlashError(f"export failed (tar exit {code})")
+        os.replace(tmp, dest)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def copy(image_text: str, dest: str) -> None:
@@ -215,10 +228,15 @@ def copy(image_text: str, dest: str) -> None:
             os.mkdir(dest, 0o755)
         except OSError as e:
             raise PlashError(f"cannot create {dest}: {e.strerror}") from None
-    elif not os.path.isdir(dest):
-        raise PlashError(f"cannot copy to {dest}: it exists already and is not a directory")
-    elif os.listdir(dest):
-        raise PlashError(f"cannot copy to {dest}: it is not empty")
+    else:
+        st = os.lstat(dest)
+        if not stat.S_ISDIR(st.st_mode):
+            # a symlink too: whoever planted it would get the image's files (setuid ones included)
+            raise PlashError(f"cannot copy to {dest}: it exists already and is not a directory")
+        if st.st_uid != os.getuid():
+            raise PlashError(f"cannot copy to {dest}: it belongs to another user")
+        if os.listdir(dest):
+            raise PlashError(f"cannot copy to {dest}: it is not empty")
     argv = ["cp", "-a"]
     if os.getuid() != 0:
         argv.append("--no-preserve=ownership")  # files the caller can delete
