@@ -286,9 +286,26 @@ class ArchiveMembers:
         self.serial = mode != "r:"
         try:
             self.tar = tarfile.open(path, mode)
-            self.files = {self._norm(m.name): m for m in self.tar.getmembers()}
+            self.files = {self._norm(m.name): m for m in self._members()}
         except (tarfile.TarError, OSError, EOFError, ValueError) as e:  # gzip, bz2 and lzma raise their own
             raise PlashError(f"docker-archive:{path}: not a tarball ({' '.join(str(e).split())})") from None
+
+    def _members(self) -> list[Any]:
+        """The archive's members, read one header after the other, refusing any that points back.
+
+        Not tarfile's getmembers(): a member with a negative (base-256) size
+        moves its offset backwards, and tarfile then reads the same headers
+        for ever (the CVE-2025-8194 class). Offsets must grow, sizes be >= 0.
+        """
+        out = []
+        last = -1
+        while (m := self.tar.next()) is not None:
+            if m.size < 0 or m.offset <= last or m.offset_data < m.offset:
+                raise PlashError(f"docker-archive:{self.path}: corrupt tar header at byte {m.offset} "
+                                 f"({m.name!r}: size {m.size})")
+            last = m.offset
+            out.append(m)
+        return out
 
     @staticmethod
     def _norm(name: str) -> str:

@@ -230,3 +230,28 @@ def test_layers_named_through_links(root_plash: Plash, archives) -> None:
     assert all(n.endswith("/layer.tar") for n in json.loads(tarfile.open(path).extractfile("manifest.json").read())[0]["Layers"])  # type: ignore[union-attr]
     image = root_plash.ok("import-docker", f"docker-archive:{path}")
     assert root_plash.ok("run", image, "sh", "-c", CHECK) == CHECKED
+
+
+def test_a_member_with_a_negative_size_is_refused(root_plash: Plash, tmp_path: Path) -> None:
+    """A base-256 negative size points tarfile back to an earlier header: it would read them for ever."""
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as t:
+        for name, data in (("manifest.json", b"[]"), ("a", b"y" * 10), ("evil", b"x" * 600)):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+    raw = bytearray(buf.getvalue())
+    h = 2048  # the third header: its size sends the reader back to the second one
+    raw[h + 124:h + 136] = tarfile.itn(-(h + 512 - 1024), 12, tarfile.GNU_FORMAT)
+    raw[h + 148:h + 156] = b" " * 8
+    raw[h + 148:h + 156] = b"%06o\0 " % sum(raw[h:h + 512])
+    archive = tmp_path / "negative.tar"
+    archive.write_bytes(bytes(raw))
+    root_plash.ok("init")
+    before = root_plash.snapshot()
+    r = root_plash("import-docker", f"docker-archive:{archive}", timeout=60)
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("plash error:")]
+    assert errors == [f"plash error: docker-archive:{archive}: corrupt tar header at byte 2048 ('evil': size -1536)"]
+    assert root_plash.snapshot() == before
