@@ -255,3 +255,20 @@ def test_a_member_with_a_negative_size_is_refused(root_plash: Plash, tmp_path: P
     errors = [line for line in r.stderr.splitlines() if line.startswith("plash error:")]
     assert errors == [f"plash error: docker-archive:{archive}: corrupt tar header at byte 2048 ('evil': size -1536)"]
     assert root_plash.snapshot() == before
+
+
+@pytest.mark.parametrize("index,message", [
+    ("[[[", "index.json is not JSON"),
+    ('{"manifests": 5}', "index.json has no list of manifests"),
+    ('{"manifests": [{"digest": "sha256:../../etc", "size": 3}]}', "a manifest entry has no valid sha256 digest"),
+    ('{"manifests": [{"digest": "sha256:' + "a" * 64 + '", "size": 3}]}', "missing blob"),
+])
+def test_a_malformed_oci_layout_is_one_error_line(root_plash: Plash, tmp_path: Path, index: str, message: str) -> None:
+    (tmp_path / "index.json").write_text(index)
+    root_plash.ok("init")
+    before = root_plash.snapshot()
+    r = root_plash("import-docker", f"oci:{tmp_path}")
+    errors = [line for line in r.stderr.splitlines() if line.startswith("plash error:")]
+    assert r.returncode == 1 and len(errors) == 1 and message in errors[0], r.stderr
+    assert "internal error" not in r.stderr
+    assert root_plash.snapshot() == before

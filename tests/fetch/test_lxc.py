@@ -253,3 +253,28 @@ def test_pick_from_streams() -> None:
     # an item without a digest is no use
     del plain["products"]["d:r:amd64:default"]["versions"]["1"]["items"]["root.tar.xz"]["sha256"]
     assert pick_from_streams("http://h", plain, "d", "r", "amd64") is None
+
+
+@pytest.mark.parametrize("index,images", [
+    ('{"index": []}', None),  # a list where an object belongs
+    ('{"index": {"images": "x"}}', None),
+    ('[' * 100000 + ']' * 100000, None),  # nested past the parser's recursion limit
+    (None, '{"products": []}'),
+    (None, '{"products": {"busybox:bad:%s:default": {"versions": "x"}}}'),
+    (None, '{"products": {"busybox:bad:%s:default": {"versions": {"1": {"items": {"r": {"ftype": "root.tar.xz", '
+           '"path": "p", "sha256": "ab", "size": "big"}}}}}}}'),
+])
+def test_a_malformed_catalogue_is_one_error_line(root_plash: Plash, server: Server, index: str | None,
+                                                 images: str | None) -> None:
+    if index is not None:
+        server.state.files["/streams/v1/index.json"] = index.encode()
+    if images is not None:
+        server.state.files["/streams/v1/images.json"] = (images.replace("%s", ARCH)).encode()
+    root_plash.ok("init")
+    before = root_plash.snapshot()
+    r = root_plash("import-lxc", "busybox:bad", env={"PLASH_LXC_URL": server.url})
+    assert r.returncode == 1
+    lines = r.stderr.splitlines()
+    assert lines[0].startswith("plash error: ") and "internal error" not in r.stderr, r.stderr
+    assert len([x for x in lines if not x.startswith("hint:")]) == 1, r.stderr
+    assert root_plash.snapshot() == before

@@ -97,10 +97,11 @@ async def resolve(c: httpx.AsyncClient, name: str, insecure: bool = False, diges
                     raise FetchError(f"{name}: the server lists sha256 {found.sha256}, not the given {digest}")
                 return found
         streams_error = f"{name} ({arch}) is not in the image catalogue of {base}"
-    except (FetchError, ValueError) as e:
+    except (FetchError, ValueError, TypeError, AttributeError, KeyError, RecursionError) as e:
+        # wrong JSON types or shapes from a hostile or broken server: a message, never a traceback
         if isinstance(e, FetchError) and "sha256" in e.message:
             raise
-        streams_error = e.message if isinstance(e, FetchError) else f"{base}: bad simplestreams JSON ({e})"
+        streams_error = e.message if isinstance(e, FetchError) else f"{base}: bad simplestreams catalogue ({e!r:.200})"
     if not (insecure or digest):
         raise FetchError(streams_error or f"{name}: not found",
                          hint="the plain index has no digests: use --insecure (or give the sha256) to use it")
