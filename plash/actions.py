@@ -112,9 +112,10 @@ def commit_staging(s: Store, image: int, staging: str, meta: dict[str, list[str]
     except OSError:
         if in_namespace(lambda: finish_staging(staging)):
             raise StoreError("cannot clean up the new layer") from None
-    new = s.publish(os.path.join(staging, "img"), image, meta, key)
-    _discard(staging)
-    return new
+    try:
+        return s.publish(os.path.join(staging, "img"), image, meta, key)
+    finally:
+        _discard(staging)  # published or not, nothing of it stays in tmp/
 
 
 def create(image_text: str, argv: list[str]) -> int:
@@ -158,9 +159,10 @@ def import_stream(s: Store, stream: BinaryIO, meta: dict[str, list[str]] | None 
     if code != 0:
         _discard(staging)
         raise ExitStatus(code)
-    image = s.publish(os.path.join(staging, "img"), 0, meta)
-    _discard(staging)
-    return image
+    try:
+        return s.publish(os.path.join(staging, "img"), 0, meta)
+    finally:
+        _discard(staging)
 
 
 def _layer_dirs(s: Store, image: int) -> tuple[str, ...]:
@@ -471,15 +473,24 @@ def fsck(repair: bool) -> tuple[list[str], list[str], list[str]]:
                 broken.append(f"index/{name}: points to image dir {os.path.basename(os.readlink(p))}")
     bad_images = []
     for image in s.ids():
-        d = s.image_dir(image)
-        missing = [x for x in ("root", "meta") if not os.path.lexists(os.path.join(d, x))]
+        try:
+            d = s.image_dir(image)
+            missing = [x for x in ("root", "meta") if not os.path.lexists(os.path.join(d, x))]
+            keyless = not missing and "key" not in s.meta(image)
+        except NoImage:
+            continue  # removed since it was listed (an rm running beside fsck): no damage
         if missing:
             broken.append(f"image {image}: missing {' and '.join(missing)}")
             bad_images.append(image)
-        elif "key" not in s.meta(image):
+        elif keyless:
             broken.append(f"image {image}: meta has no key (written by something else than plash)")
             bad_images.append(image)
-    indexed = {os.path.realpath(s.image_dir(i)) for i in s.ids()}
+    indexed = set()
+    for i in s.ids():
+        try:
+            indexed.add(os.path.realpath(s.image_dir(i)))
+        except NoImage:
+            pass
     for dirpath, dirnames, _ in os.walk(s.root0):
         for dn in list(dirnames):
             if dn.isdigit() and os.path.realpath(os.path.join(dirpath, dn)) not in indexed:

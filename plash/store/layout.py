@@ -441,11 +441,19 @@ class Store:
             dest = os.path.join(parent_dir, str(n))
             try:
                 os.rename(staged, dest)
+            except OSError as e:
+                raise StoreError(f"cannot publish image {n}: {e.strerror}") from e
+            try:
                 rel = os.path.relpath(dest, self.index)
                 self._symlink_atomic(rel, os.path.join(self.index, str(n)))
                 if key:
                     self._symlink_atomic(f"../index/{n}", os.path.join(self.keys, key))
             except OSError as e:
+                # undo: back into the staging dir, which the caller discards
+                for link in (os.path.join(self.index, str(n)),):
+                    if os.path.islink(link):
+                        os.unlink(link)
+                os.rename(dest, staged)
                 raise StoreError(f"cannot publish image {n}: {e.strerror}") from e
         return n
 

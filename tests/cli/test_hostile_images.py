@@ -239,3 +239,23 @@ def test_deep_trees_and_long_chains_stay_removable(plash: Plash, image: str) -> 
     assert r.returncode == 0 and "removed 250 image(s)" in r.stderr, r.stderr
     plash.ok("clean")
     assert (plash("fsck").returncode, os.listdir(plash.store / "tmp")) == (0, [])
+
+
+@pytest.mark.parametrize("user", ["sub", "nosub"])
+def test_a_failed_publish_leaves_nothing(user: str, users_base: Path, busybox_tgz: Path) -> None:
+    """Publishing fails after the rename (the index is not writable): the image goes back and is discarded."""
+    from conftest import make_plash
+
+    p = make_plash(user, users_base)
+    image = p.import_tar(busybox_tgz)
+    before = p.snapshot()
+    (p.store / "index").chmod(0o555)
+    try:
+        for args in (["import-tar", str(busybox_tgz)], ["create", image, "touch", "/x"]):
+            r = p(*args)
+            assert r.returncode == 1 and r.stderr.startswith("plash error: cannot publish image"), r.stderr
+            assert len(r.stderr.splitlines()) == 1, r.stderr
+    finally:
+        (p.store / "index").chmod(0o755)
+    assert p.snapshot() == before
+    assert (p("fsck").returncode, p("fsck").stderr) == (0, "")
