@@ -7,7 +7,27 @@ a symlink on the way to a member is refused, hard links must point at a
 member already inside. Device nodes are skipped. Ownership is kept where the
 current user namespace maps it, otherwise files belong to the caller (and
 lose setuid/setgid bits). Directory modes are applied last, deepest first,
-so read-only directories do not break extraction.
+so read-only directories do not break extraction. A later member replaces
+an earlier one (a directory tree included), as tar does; OCI whiteouts hide
+lower layers only, in whatever order they come.
+
+Memory stays bounded (under about 200 MB) whatever the input:
+- xz: at most XZ_MEMLIMIT (130 MiB) for the decoder, enough for a 128 MiB
+  dictionary; xz -9, the most real images use, needs 65 MiB.
+- zstd: windows up to ZSTD_MAX_WINDOW (128 MiB, --long=27), which is also
+  the most `zstd -d` accepts without --memory.
+- gzip (32 KiB window) and bzip2 (under 4 MiB) are bounded by design.
+- decompressed data is read at most 8 MiB ahead; a member's extra headers
+  (PAX records, GNU long names, sparse maps) may not exceed MAX_HEADERS
+  (1 MiB); the paths made are remembered in a fixed 2 MiB bitmap.
+
+The end of the archive is where GNU tar sees it: a zero block ends it (and
+what follows is ignored), an archive may end without zero blocks or with a
+partial block, but a corrupt header or a truncated member is an error.
+After the end, at most MAX_TRAILING (16 MiB) more are read, and no more once
+DRAIN_IDLE (2 s) pass without data: enough for the padding and compressed
+trailers real writers add (so a feeding pipe is not cut short), never a
+hang on input that does not end (/dev/zero, a pipe left open).
 """
 
 from __future__ import annotations
