@@ -491,6 +491,8 @@ def _verified(url: str, desc: dict) -> http.Verified:
 async def _fetch_layer(blobs: RegistryBlobs | FileBlobs, layer: dict, root: str, emit: Emit,
                        unpack_child: Callable[..., Awaitable[None]]) -> None:
     """Stream one layer blob into an OCI unpacker, checking its digest and size on the way."""
+    from plash.engine.jobs import send_or_drop  # the jobs<->docker cycle goes with the architecture issue
+
     label = blobs.label(layer)
     emit(Event("download-start", label, 0, layer.get("size")))
     r, w = os.pipe()
@@ -504,9 +506,12 @@ async def _fetch_layer(blobs: RegistryBlobs | FileBlobs, layer: dict, root: str,
 
         nursery.start_soon(unpacker)
         out = trio.lowlevel.FdStream(w)
+        ended: list[bool] = []
         try:
             async def sink(chunk: bytes) -> None:
-                await out.send_all(chunk)
+                # an unpacker that fails cancels this download through the nursery; one
+                # that is done early (the end of the archive) lets it finish, verified
+                await send_or_drop(out, chunk, ended)
 
             def progress(n: int, total: int | None) -> None:
                 nonlocal done
@@ -514,8 +519,6 @@ async def _fetch_layer(blobs: RegistryBlobs | FileBlobs, layer: dict, root: str,
                 emit(Event("download-progress", label, n, total))
 
             await blobs.fetch(layer, sink, progress)
-        except trio.BrokenResourceError:
-            pass  # the unpacker stopped; its error is raised from the nursery
         finally:
             await out.aclose()
     emit(Event("download-done", label, done, done))

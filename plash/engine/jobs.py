@@ -53,6 +53,7 @@ async def fetch_unpack(c: object, url: str, sha: str | None, size: int | None, r
     """
     r, w = os.pipe()
     label = [url]
+    ended: list[bool] = []
     async with trio.open_nursery() as nursery:
         async def unpacker() -> None:
             try:
@@ -70,21 +71,30 @@ async def fetch_unpack(c: object, url: str, sha: str | None, size: int | None, r
             emit(Event("download-start", url, 0, size))
 
             async def sink(chunk: bytes) -> None:
-                await out.send_all(chunk)
+                await send_or_drop(out, chunk, ended)
 
             def progress(done: int, total: int | None) -> None:
                 emit(Event("download-progress", url, done, total))
 
-            try:
-                digest = await http.stream(c, url, sink, verify, progress)  # type: ignore[arg-type]
-            except trio.BrokenResourceError:
-                digest = ""  # the unpacker stopped early; its exit status says why
+            digest = await http.stream(c, url, sink, verify, progress)  # type: ignore[arg-type]
         finally:
             await out.aclose()
-    if not digest:
-        raise http.FetchError(f"{url}: the unpacker stopped before the end of the download")
     emit(Event("download-done", url, verify.count, verify.count))
     return digest
+
+
+async def send_or_drop(out: trio.lowlevel.FdStream, chunk: bytes, ended: list[bool]) -> None:
+    """Feed the unpacker; once it has stopped reading (at the end of the archive, or failed), drop the rest.
+
+    The download goes on to its end all the same, so that its digest is
+    checked in full; the unpacker's exit status says whether it was content.
+    """
+    if ended:
+        return
+    try:
+        await out.send_all(chunk)
+    except (trio.BrokenResourceError, trio.ClosedResourceError):
+        ended.append(True)
 
 
 def final_key(prepared: Prepared) -> str:

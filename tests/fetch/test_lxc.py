@@ -278,3 +278,39 @@ def test_a_malformed_catalogue_is_one_error_line(root_plash: Plash, server: Serv
     assert lines[0].startswith("plash error: ") and "internal error" not in r.stderr, r.stderr
     assert len([x for x in lines if not x.startswith("hint:")]) == 1, r.stderr
     assert root_plash.snapshot() == before
+
+
+def test_a_download_that_pauses_after_the_archive_ends(root_plash: Plash, rootfs_xz: bytes) -> None:
+    """The unpacker is done at the end-of-archive blocks; the rest (here the compressed stream's tail,
+    sent after a pause longer than the unpacker waits) is still downloaded and verified."""
+    import hashlib
+    import http.server
+    import threading
+
+    data = rootfs_xz
+
+    class Tail(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[:-12])  # all but the xz stream footer
+            self.wfile.flush()
+            done.wait(3)  # the hostile part: the tail comes late
+            self.wfile.write(data[-12:])
+
+        def log_message(self, *a: object) -> None:
+            pass
+
+    done = threading.Event()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Tail)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/rootfs.tar.xz"
+        image = root_plash.ok("import-url", url, "--sha256", hashlib.sha256(data).hexdigest(), timeout=60)
+        assert root_plash.ok("run", image, "cat", "/etc/os-release")
+        bad = root_plash("import-url", url, "--sha256", "0" * 64, timeout=60)
+        assert bad.returncode == 1 and "sha256 mismatch" in bad.stderr, bad.stderr
+    finally:
+        done.set()
+        server.shutdown()
