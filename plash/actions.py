@@ -14,7 +14,7 @@ from typing import BinaryIO
 from plash import config
 from plash.errors import ExitStatus, NoImage, PlashError, StoreError
 from plash.launch import container, userns
-from plash.launch.child import in_namespace, rmtree_anywhere
+from plash.launch.child import in_namespace, rmtree_anywhere, wait_exit
 from plash.launch.run import image_spec
 from plash.store.layout import Store, full_store_note, open_store, parse_image_id
 from plash.store.staging import finish_staging, new_staging
@@ -95,13 +95,7 @@ def run_to_staging(s: Store, image: int, argv: list[str], stdin: int | None = No
             sys.stderr.write(f"plash error: {os_message(e) if isinstance(e, OSError) else e}\n")
         finally:
             os._exit(1)
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except (InterruptedError, KeyboardInterrupt):
-            continue
-    return os.waitstatus_to_exitcode(status), staging
+    return wait_exit(pid), staging
 
 
 def commit_staging(s: Store, image: int, staging: str, meta: dict[str, list[str]] | None = None,
@@ -330,13 +324,7 @@ def _with_mount_here(s: Store, image: int, argv: list[str]) -> None:
             os._exit(127)
     for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)  # the command has them; this process only cleans up after it
-    while True:
-        try:
-            _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
-            continue
-    code = os.waitstatus_to_exitcode(status)
+    code = wait_exit(pid)
     try:
         syscalls.umount(target, syscalls.MNT_DETACH)
         os.rmdir(target)

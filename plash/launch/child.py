@@ -51,15 +51,20 @@ def in_namespace(work: Callable[[], None], mount_ns: bool = False) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
+    return wait_exit(pid)
+
+
+def wait_exit(pid: int) -> int:
+    """A child's exit status (-N when signal N killed it), waited for through Ctrl-C.
+
+    The child got the same SIGINT; the caller must not go on before it has ended.
+    """
     while True:
         try:
             _, status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:
+            return os.waitstatus_to_exitcode(status)
+        except (InterruptedError, KeyboardInterrupt):
             continue
-        except KeyboardInterrupt:
-            continue  # the child got the same SIGINT; wait for it to finish
-    return os.waitstatus_to_exitcode(status)
 
 
 def rmtree_anywhere(path: str) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import os
-import signal
 import subprocess
 import sys
 import tarfile
@@ -19,6 +18,7 @@ import pytest
 import rootfs
 import zstandard
 from conftest import PLASH, Plash
+from procs import run_group
 
 RSS_BOUND_KB = 200 << 10
 
@@ -157,25 +157,6 @@ def test_dev_zero_ends(plash: Plash) -> None:
     refused(plash, r, before, "the tarball is empty")
 
 
-def run_group(argv: list[str], timeout: float = 60, stdin: bytes = b"", hold_stdin: bool = False,
-              cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run argv in a process group of its own, killed whole when it overruns (or when done)."""
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, cwd=cwd)
-    assert proc.stdin is not None
-    try:
-        if hold_stdin:  # write, then keep the pipe open while waiting
-            proc.stdin.write(stdin)
-            proc.stdin.flush()
-            proc.wait(timeout=timeout)
-        out, err = proc.communicate(None if hold_stdin else stdin, timeout=timeout)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-    return subprocess.CompletedProcess(argv, proc.returncode, out.decode(), err.decode())
 
 
 def test_endless_input_after_the_archive(plash: Plash, busybox_tgz: Path, shared_dir: Path) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import os
 import resource
-import signal
 import stat
 import subprocess
 import sys
@@ -13,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from procs import run_group
 
 from plash.errors import UnpackError
 from plash.store.unpack import unpack
@@ -165,25 +165,6 @@ def test_oci_whiteouts_in_every_order_the_spec_allows(tmp_path: Path) -> None:
     assert not _opaque(w)
 
 
-def run_group(argv: list[str], timeout: float = 60, stdin: bytes | None = None,
-              hold_stdin: bool = False) -> subprocess.CompletedProcess:
-    """Run argv in a process group of its own, killed whole when it overruns (or when done)."""
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    assert proc.stdin is not None
-    try:
-        if hold_stdin:  # write, then keep the pipe open while waiting
-            proc.stdin.write(stdin or b"")
-            proc.stdin.flush()
-            proc.wait(timeout=timeout)
-        out, err = proc.communicate(None if hold_stdin else stdin, timeout=timeout)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        proc.wait()
-    return subprocess.CompletedProcess(argv, proc.returncode, out.decode(), err.decode())
 
 
 def _child(code: str, timeout: float = 60) -> subprocess.CompletedProcess:
