@@ -376,9 +376,13 @@ class Store:
 
     # -- locking and temp dirs -----------------------------------------
 
+    @property
+    def lock_file(self) -> str:
+        return os.path.join(self.path, "lock")
+
     def locked(self) -> "_Lock":
         """Hold the store's lock (a short critical section across processes)."""
-        return _Lock(os.path.join(self.path, "lock"))
+        return _Lock(self.lock_file)
 
     def mkdtemp(self, kind: str = "tmp") -> str:
         """A new staging dir in tmp/, named after this process so clean knows its owner."""

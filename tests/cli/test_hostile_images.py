@@ -259,3 +259,23 @@ def test_a_failed_publish_leaves_nothing(user: str, users_base: Path, busybox_tg
         (p.store / "index").chmod(0o755)
     assert p.snapshot() == before
     assert (p("fsck").returncode, p("fsck").stderr) == (0, "")
+
+
+def test_fsck_beside_an_rm(plash: Plash, image: str) -> None:
+    """fsck looks at the store under its lock: an rm running meanwhile is seen before or after, not half-way."""
+    child = plash.ok("create", image, "touch", "/x")
+    pause = Pause(plash, "fsck-locked")
+    fsck = subprocess.Popen(plash.command([PLASH, "fsck"], pause.env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=plash.work)
+    try:
+        pause.reached()
+        rm = subprocess.Popen(plash.command([PLASH, "rm", child]), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=plash.work)
+        pause.go()
+        out, err = fsck.communicate(timeout=60)
+        assert (fsck.returncode, err) == (0, ""), err
+        assert rm.wait(timeout=60) == 0
+    finally:
+        fsck.kill()
+        fsck.wait()
+    assert (plash("fsck").returncode, plash("fsck").stderr) == (0, "")
