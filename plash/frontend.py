@@ -70,8 +70,8 @@ def b(args: list[str]) -> None:
 def run_executable(path: str, args: list[str]) -> None:
     """Build a plash executable (a build file) and run its entrypoint with args."""
     from plash.engine.build import build
-    from plash.engine.plan import _unquote_words
     from plash.lang.macros import expand_file
+    from plash.lang.quoting import unquote_words
     from plash.launch.container import start
     from plash.launch.run import image_spec
 
@@ -82,7 +82,7 @@ def run_executable(path: str, args: list[str]) -> None:
     entry = store.meta(image).get("entrypoint")
     if not entry:
         raise PlashError(f"{path}: no entrypoint", hint="add a line '--entrypoint CMD' or '--entrypoint-script'")
-    argv = list(_unquote_words(entry[-1])) + args
+    argv = list(unquote_words(entry[-1])) + args
     if "trio" in sys.modules:
         run_image(image, argv)
     start(image_spec(store, image, argv))

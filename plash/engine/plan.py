@@ -12,6 +12,7 @@ import os
 from plash.errors import PlashError
 from plash.lang.hashpath import sha256
 from plash.lang.macros import HINT
+from plash.lang.quoting import unquote_words
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -105,7 +106,7 @@ def split_script(lines: list[tuple[str, Where]]) -> tuple[Source | None, list[Ra
             name, _, value = line[len(HINT):].partition("=")
             if name == "image":
                 kind, _, rest = value.partition(" ")
-                source = Source(kind, _unquote_words(rest))
+                source = Source(kind, unquote_words(rest))
                 continue
             if name == "layer":
                 flush()
@@ -113,35 +114,6 @@ def split_script(lines: list[tuple[str, Where]]) -> tuple[Source | None, list[Ra
         cur.append((line, where))
     flush()
     return source, layers
-
-
-def _unquote_words(text: str) -> tuple[str, ...]:
-    """Split hint arguments written with macros.quote (single quotes)."""
-    out: list[str] = []
-    word: list[str] = []
-    i, quoted, has = 0, False, False
-    while i < len(text):
-        c = text[i]
-        if quoted:
-            if c == "'":
-                quoted = False
-            else:
-                word.append(c)
-        elif c == "'":
-            quoted, has = True, True
-        elif c == '"' and text.startswith('"\'"', i):
-            word.append("'")
-            i += 2
-        elif c == " ":
-            if word or has:
-                out.append("".join(word))
-            word, has = [], False
-        else:
-            word.append(c)
-        i += 1
-    if word or has:
-        out.append("".join(word))
-    return tuple(out)
 
 
 def layer_keys(base_key: str, layers: list[RawLayer]) -> list[Layer]:

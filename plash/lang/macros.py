@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
+from plash.lang.quoting import quote
 from plash.lang.tokens import Call, MacroError, Where, parse, words_from_argv, words_from_file_text, words_from_split
 
 TYPE_CHECKING = False  # typing itself is not imported: it slows plash's start
@@ -25,16 +26,6 @@ HINT = "### plash hint: "
 UBUNTU_LTS = "noble"
 FEDORA_CURRENT = "42"
 CENTOS_CURRENT = "9-Stream"
-
-_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789@%+=:,./-_")
-
-
-def quote(s: str) -> str:
-    """Shell-quote one word (no shlex: it imports re, and this is on the start path)."""
-    if s and set(s) <= _SAFE:
-        return s
-    return "'" + s.replace("'", "'\"'\"'") + "'"
-
 
 def hint(name: str, value: str | None = None) -> str:
     if value is not None and "\n" in value:

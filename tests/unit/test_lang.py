@@ -10,9 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from plash.engine.plan import _unquote_words, layer_keys, split_script
+from plash.engine.plan import layer_keys, split_script
 from plash.errors import PlashError
 from plash.lang.macros import MACROS, expand_argv, expand_file, quote, script_text
+from plash.lang.quoting import unquote_words
 from plash.lang.tokens import MacroError, parse, words_from_argv, words_from_file_text
 
 
@@ -76,7 +77,7 @@ def test_any_build_file_parses_or_gives_a_located_error(text: str) -> None:
 @given(st.text())
 def test_quote_survives_the_shell_property(s: str) -> None:
     s = s.replace("\0", "")
-    assert _unquote_words(quote(s)) == (s,)
+    assert unquote_words(quote(s)) == (s,)
 
 
 @pytest.mark.parametrize("value", ["plain", "it's", "$(rm -rf /)", "`x`", "a\\nb", "tab\tx", "ünï", "-n", "%s", "\\"])
