@@ -2,6 +2,9 @@
 
     PlashError              message + optional hint, exit status 1
     ├── UsageError          bad command-line form ("usage: plash ..." first)
+    ├── MacroError          a macro or build file error, located (FILE:LINE: or argument N:)
+    ├── FetchError          a download failed (the URL named; status: the HTTP status, if any)
+    │   └── DigestMismatch  the bytes (or a catalogue) disagree with the expected digest
     ├── NoImage             an image argument that names no image
     ├── StoreError          the store is missing, corrupt or unwritable
     ├── LaunchError         the kernel refused a namespace, mount or exec
@@ -39,6 +42,26 @@ class UsageError(PlashError):
 
     def lines(self) -> list[str]:
         return [f"usage: {self.usage}", f"plash error: {self.message}"]
+
+
+class MacroError(PlashError):
+    """An error located in a build file or on the command line (where: a plash.lang.tokens.Where)."""
+
+    def __init__(self, where: object | None, message: str, hint: str | None = None) -> None:
+        super().__init__(f"{where}: {message}" if where else message, hint)
+        self.where = where
+
+
+class FetchError(PlashError):
+    """A download failed; the message names the URL, status is the HTTP status when there was one."""
+
+    def __init__(self, message: str, hint: str | None = None, status: int | None = None) -> None:
+        super().__init__(message, hint)
+        self.status = status
+
+
+class DigestMismatch(FetchError):
+    """What arrived, or what a catalogue lists, is not what the given digest says."""
 
 
 class NoImage(PlashError):

@@ -276,7 +276,7 @@ async def check_suite(suite: str, mirror: str) -> None:
         try:
             await http.get_bytes(c, url)
         except http.FetchError as e:
-            if ": HTTP 404" in e.message:
+            if e.status == 404:
                 raise PlashError(f"--from-debootstrap: unknown suite {suite!r}: {mirror} has no dists/{suite}/Release",
                                  hint="use a suite or codename the mirror has, e.g. bookworm, trixie, stable") from None
             raise PlashError(f"--from-debootstrap: cannot reach the mirror: {e.message}") from None

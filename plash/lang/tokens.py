@@ -6,7 +6,9 @@ from, so errors can say `FILE:LINE:` or `argument N:`.
 
 from __future__ import annotations
 
-from plash.errors import PlashError
+from plash.errors import MacroError
+
+__all__ = ["MacroError"]  # its home is plash.errors; kept importable from here
 
 
 class Where(tuple):
@@ -31,14 +33,6 @@ class Where(tuple):
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}" if self.file is not None else f"argument {self.line}"
-
-
-class MacroError(PlashError):
-    """An error located in a build file or on the command line."""
-
-    def __init__(self, where: Where | None, message: str, hint: str | None = None) -> None:
-        super().__init__(f"{where}: {message}" if where else message, hint)
-        self.where = where
 
 
 class Word(tuple):

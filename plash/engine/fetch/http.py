@@ -29,7 +29,9 @@ from typing import Awaitable, Callable
 import httpx
 import trio
 
-from plash.errors import PlashError
+from plash.errors import DigestMismatch, FetchError, PlashError
+
+__all__ = ["FetchError"]  # its home is plash.errors; kept importable from here
 from plash.lang.hashpath import sha256
 
 RETRIES = 4
@@ -40,10 +42,6 @@ MiB = 1 << 20
 # largest (images.json of images.linuxcontainers.org is several MB and grows),
 # Debian Release files are far smaller; OCI documents pass limits of their own.
 DOCUMENT_LIMIT = 64 * MiB
-
-
-class FetchError(PlashError):
-    """A download failed; the message names the URL."""
 
 
 def _env_number(name: str, default: float, allow_zero: bool = False) -> float:
@@ -135,7 +133,7 @@ async def get_bytes(c: httpx.AsyncClient, url: str, headers: dict[str, str] | No
     """GET a small document, with retries; FetchError on failure (see get_document)."""
     doc = await get_document(c, url, headers, limit, what)
     if not 200 <= doc.status < 300:  # 3xx: a redirect without a Location
-        raise FetchError(f"{url}: HTTP {doc.status} {doc.reason}")
+        raise FetchError(f"{url}: HTTP {doc.status} {doc.reason}", status=doc.status)
     return doc.body
 
 
@@ -221,7 +219,7 @@ class Verified:
             raise FetchError(f"{self.url}: size mismatch: got {self.count} bytes, expected {self.size}")
         digest = self.hash.hexdigest()
         if self.sha is not None and digest != self.sha:
-            raise FetchError(f"{self.url}: sha256 mismatch: got {digest}, expected {self.sha}")
+            raise DigestMismatch(f"{self.url}: sha256 mismatch: got {digest}, expected {self.sha}")
         return digest
 
 
@@ -289,7 +287,7 @@ async def stream(c: httpx.AsyncClient, url: str, sink: Callable[[bytes], Awaitab
                 if r.status_code >= 500 and attempt < RETRIES - 1:
                     raise _Retry(f"HTTP {r.status_code}")
                 if r.status_code >= 300:  # 3xx: a redirect without a Location
-                    raise FetchError(f"{url}: HTTP {r.status_code} {r.reason_phrase}")
+                    raise FetchError(f"{url}: HTTP {r.status_code} {r.reason_phrase}", status=r.status_code)
                 if verify.count and r.status_code != 206:
                     raise FetchError(f"{url}: the connection broke and the server cannot resume (no Range support)")
                 if total is None and "content-length" in r.headers and not verify.count:

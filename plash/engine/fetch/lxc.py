@@ -13,8 +13,9 @@ import os
 
 import httpx
 
-from plash.engine.fetch.http import FetchError, get_bytes
+from plash.engine.fetch.http import get_bytes
 from plash.engine.plan import debian_arch
+from plash.errors import DigestMismatch, FetchError
 
 DEFAULT_URL = "https://images.linuxcontainers.org"
 
@@ -94,12 +95,12 @@ async def resolve(c: httpx.AsyncClient, name: str, insecure: bool = False, diges
             found = pick_from_streams(base, images, distro, release, arch)
             if found:
                 if digest and found.sha256 != digest.lower():
-                    raise FetchError(f"{name}: the server lists sha256 {found.sha256}, not the given {digest}")
+                    raise DigestMismatch(f"{name}: the server lists sha256 {found.sha256}, not the given {digest}")
                 return found
         streams_error = f"{name} ({arch}) is not in the image catalogue of {base}"
     except (FetchError, ValueError, TypeError, AttributeError, KeyError, RecursionError) as e:
         # wrong JSON types or shapes from a hostile or broken server: a message, never a traceback
-        if isinstance(e, FetchError) and "sha256" in e.message:
+        if isinstance(e, DigestMismatch):
             raise
         streams_error = e.message if isinstance(e, FetchError) else f"{base}: bad simplestreams catalogue ({e!r:.200})"
     if not (insecure or digest):
