@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 from conftest import PLASH, Plash
+from procs import Exits, own_pid, wait_for_descendant
 
 
 def build(plash: Plash, *macros: str, **kw) -> subprocess.CompletedProcess:
@@ -191,21 +191,15 @@ def test_unreachable_sources_give_one_error_line(plash: Plash) -> None:
 def test_ctrl_c_stops_the_build_and_leaves_nothing(plash: Plash, image: str) -> None:
     proc = subprocess.Popen(plash.command([PLASH, "build", "--from", image, "--run", "touch /started; sleep 300"]),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=plash.work)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        found = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True).stdout.split()
-        if found:
-            break
-        time.sleep(0.05)
-    assert found, "the build step never started"
-    # Ctrl-C reaches the whole foreground process group; plash itself is what must react
-    plash_pid = int(subprocess.run(["pgrep", "-f", f"{PLASH} build --from {image}"], capture_output=True,
-                                   text=True).stdout.split()[-1])
-    os.kill(plash_pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
-    assert proc.returncode != 0
-    assert out == ""
-    assert subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True).returncode == 1
+    # this build's own step (in its process tree), not any `sleep 300` of the machine
+    step = wait_for_descendant(proc.pid, lambda argv: argv == ["sleep", "300"])
+    with Exits([step]) as exits:
+        # Ctrl-C reaches the whole foreground process group; plash itself is what must react
+        os.kill(own_pid(proc), signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode != 0, err
+        assert out == ""
+        assert exits.running() == [], "the build step outlived plash"
     assert os.listdir(plash.store / "tmp") == []
     assert len(os.listdir(plash.store / "index")) == 2
 
