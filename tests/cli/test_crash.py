@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import rootfs
 from conftest import PLASH, Plash
+from procs import Exits, wait_for_descendant
 from servers import Server, add_lxc_image
 
 KILLS = int(os.environ.get("PLASH_KILLS", "50"))
@@ -118,21 +119,15 @@ def test_sigkill_during_builds_downloads_and_unpacks(plash: Plash, image: str, f
 
 
 def test_killed_build_leaves_no_step_running(plash: Plash, image: str) -> None:
-    marker = f"sleep 3{os.getpid() % 1000}{len(plash.user)}"
-    pattern = f"^{marker}$"  # the step's sleep, not plash's own command line
-    proc = subprocess.Popen(plash.command([PLASH, "build", "--from", image, "--run", f"{marker}; touch /never"]),
+    proc = subprocess.Popen(plash.command([PLASH, "build", "--from", image, "--run", "sleep 300; touch /never"]),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=plash.work,
                             start_new_session=True)
-    deadline = time.time() + 20
-    while subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode != 0:
-        assert time.time() < deadline, "the step did not start"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # plash's group: the step runs in a session of its own
-    proc.wait()
-    deadline = time.time() + 5
-    while subprocess.run(["pgrep", "-f", pattern], capture_output=True).returncode == 0:
-        assert time.time() < deadline, "the build step outlived plash"
-        time.sleep(0.05)
+    # the step's sleep, in this build's own process tree (not plash's command line, nor another test's)
+    step = wait_for_descendant(proc.pid, lambda argv: argv == ["sleep", "300"], timeout=20)
+    with Exits([step]) as exits:
+        os.killpg(proc.pid, signal.SIGKILL)  # plash's group: the step runs in a session of its own
+        proc.wait()
+        assert exits.wait(timeout=5) == [], "the build step outlived plash"
     plash.ok("clean")
     assert plash("fsck").stderr == ""
 
