@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import PLASH, Plash
+from procs import Exits, descendants, own_pid, wait_for_descendant
 
 
 def test_store_is_created_on_first_write(plash: Plash, busybox_tgz: Path) -> None:
@@ -243,12 +244,12 @@ def test_killed_import_leaves_nothing_visible(plash: Plash, busybox_tgz: Path) -
         time.sleep(0.02)
     assert os.listdir(plash.store / "tmp"), "the import never started"
     owner = int(os.listdir(plash.store / "tmp")[0].split(".")[0])  # temp dirs are named after their owner
-    os.kill(owner, 9)
-    proc.stdin.close()  # the unpacking child reads to the end and exits
-    proc.wait(timeout=20)
-    while subprocess.run(["pgrep", "-f", f"{PLASH} import-tar -"], capture_output=True).returncode == 0:
-        assert time.time() < deadline
-        time.sleep(0.02)
+    assert owner == own_pid(proc)
+    wait_for_descendant(owner, bool)  # the unpacking child, forked once the temp dir is there
+    with Exits(descendants(owner)) as exits:
+        os.kill(owner, 9)
+        proc.communicate(timeout=20)  # closes stdin; returns once nothing holds plash's stdout and stderr
+        assert exits.wait(timeout=20) == [], "a child of the killed import runs on"
     assert sorted(os.listdir(plash.store / "index")) == before
     assert plash.ok("clean") == ""
     assert os.listdir(plash.store / "tmp") == []
