@@ -12,6 +12,7 @@ import time
 import pytest
 import rootfs
 from conftest import PLASH, Plash
+from procs import own_pid
 from servers import Server, add_lxc_image
 
 from plash.engine.fetch.lxc import pick_from_streams
@@ -138,8 +139,7 @@ def test_ctrl_c_during_download(plash: Plash, server: Server, rootfs_xz: bytes) 
     while server.state.hits.get(path, 0) == 0:
         assert time.time() < deadline
         time.sleep(0.02)
-    pid = int(subprocess.run(["pgrep", "-f", f"{PLASH} import-lxc slow:1"], capture_output=True, text=True).stdout.split()[-1])
-    os.kill(pid, signal.SIGINT)
+    os.kill(own_pid(proc), signal.SIGINT)  # plash itself (for test users, runuser sits between)
     out, err = proc.communicate(timeout=20)
     assert proc.returncode != 0 and out == ""
     assert plash.snapshot() == before
