@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 from conftest import PLASH, Plash
+from procs import own_pid
 
 
 def mountinfo() -> list[str]:
@@ -161,11 +162,7 @@ def test_signals_reach_the_command(plash: Plash, image: str) -> None:
     assert proc.stdout is not None
     assert proc.stdout.readline() == "ready\n"
     # runuser sits between us and plash for the test users: signal plash's process itself
-    target = proc.pid
-    if plash.user != "root":
-        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
-        target = int(out[0])
-    os.kill(target, 15)
+    os.kill(own_pid(proc), 15)
     out, _ = proc.communicate(timeout=20)
     assert out == "got-term\n"
     assert proc.returncode == 9
