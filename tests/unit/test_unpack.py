@@ -102,6 +102,8 @@ def test_a_later_member_replaces_nested_directories(tmp_path: Path, replacement:
         assert os.readlink(a) == "target"
     elif replacement == "hardlink":
         assert os.stat(a).st_ino == os.stat(dest / "keep" / "k").st_ino
+    else:
+        assert stat.S_ISFIFO(os.lstat(a).st_mode)
     assert (dest / "keep" / "after").read_bytes() == b"after"
     assert (dest / "n" / "m").read_bytes() == b"m" and (dest / "n" / "y").read_bytes() == b"y"
     assert sorted(os.listdir(dest)) == ["a", "keep", "n"]
