@@ -91,6 +91,12 @@ def test_clean_reclaims_dead_owners_only(plash: Plash, image: str) -> None:
     # an image dir without index entry, as a crash while publishing leaves it
     orphan = plash.store / "layer" / "0" / "88"
     plash.sh(["mkdir", "-p", str(orphan / "root")])
+    # all of it is there (else what clean must remove below would be missing anyway)
+    assert sorted(os.listdir(tmp)) == sorted([dead.name, alive.name])
+    assert (dead / "img" / "root" / "ro" / "f").exists()
+    assert (plash.store / "index" / "77").is_symlink()
+    assert (plash.store / "map" / "stale").is_symlink()
+    assert (orphan / "root").is_dir()
     r = plash("clean")
     assert r.returncode == 0, r.stderr
     assert r.stdout == ""
