@@ -308,7 +308,7 @@ def test_a_download_that_pauses_after_the_archive_ends(root_plash: Plash, rootfs
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/rootfs.tar.xz"
         image = root_plash.ok("import-url", url, "--sha256", hashlib.sha256(data).hexdigest(), timeout=60)
-        assert root_plash.ok("run", image, "cat", "/etc/os-release")
+        assert root_plash.ok("run", image, "cat", "/etc/os-release").startswith("NAME=busybox")
         bad = root_plash("import-url", url, "--sha256", "0" * 64, timeout=60)
         assert bad.returncode == 1 and "sha256 mismatch" in bad.stderr, bad.stderr
     finally:
