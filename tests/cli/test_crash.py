@@ -135,16 +135,15 @@ def test_killed_build_leaves_no_step_running(plash: Plash, image: str) -> None:
 def test_clean_and_rm_while_a_build_runs(plash: Plash, image: str) -> None:
     """clean reclaims nothing a running build uses; rm refuses the image a step runs on."""
     base = plash.ok("create", image, "sh", "-c", "echo base > /base")
-    proc = subprocess.Popen(plash.command([PLASH, "build", "--from-id", base, "--run", "sleep 1.5; cat /base > /copy"]),
+    proc = subprocess.Popen(plash.command([PLASH, "build", "--from-id", base, "--run", "sleep 300 || :; cat /base > /copy"]),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=plash.work)
-    deadline = time.time() + 20
-    while not any(".layer-" in n for n in os.listdir(plash.store / "tmp")):
-        assert time.time() < deadline, "the build did not start"
-        time.sleep(0.02)
-    time.sleep(0.3)
+    # the step runs (its sleep is in this build's process tree) until the test ends the sleep: however
+    # slow the machine, clean and rm below happen while the build is in its step
+    step = wait_for_descendant(proc.pid, lambda argv: argv == ["sleep", "300"], timeout=20)
     plash.ok("clean")
     r = plash("rm", base)
     assert r.returncode == 1 and "in use" in r.stderr, r.stderr
+    os.kill(step, signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert plash.ok("run", out.strip(), "cat", "/copy") == "base"
