@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import sys
 
+from plash.errors import MacroError
 from plash.lang.quoting import quote
-from plash.lang.tokens import Call, MacroError, Where, parse, words_from_argv, words_from_file_text, words_from_split
+from plash.lang.tokens import Call, Where, parse, words_from_argv, words_from_file_text, words_from_split
 
 TYPE_CHECKING = False  # typing itself is not imported: it slows plash's start
 if TYPE_CHECKING:

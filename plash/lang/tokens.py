@@ -6,9 +6,8 @@ from, so errors can say `FILE:LINE:` or `argument N:`.
 
 from __future__ import annotations
 
-from plash.errors import MacroError
-
-__all__ = ["MacroError"]  # its home is plash.errors; kept importable from here
+# its home is plash.errors; re-exported (the `as` form) for older imports from here
+from plash.errors import MacroError as MacroError
 
 
 class Where(tuple):

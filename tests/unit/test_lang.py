@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from plash.engine.plan import layer_keys, split_script
-from plash.errors import PlashError
+from plash.errors import MacroError, PlashError
 from plash.lang.macros import MACROS, expand_argv, expand_file, quote, script_text
 from plash.lang.quoting import unquote_words
-from plash.lang.tokens import MacroError, parse, words_from_argv, words_from_file_text
+from plash.lang.tokens import parse, words_from_argv, words_from_file_text
 
 
 def ev(*argv: str) -> str:
