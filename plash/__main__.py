@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from plash.errors import PlashError
@@ -88,15 +87,20 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:
         sys.exit(1)
     except OSError as e:
-        if not e.errno or os.environ.get("PLASH_DEBUG", "") not in ("", "0"):
+        # the one place an OSError becomes a message: click's commands and the fast ones alike
+        from plash.config import debug
+
+        if not e.errno or debug():
             raise
         from plash.errors import os_message
         from plash.store.layout import full_store_note
 
-        sys.stderr.write(f"plash error: {os_message(e)}{full_store_note()}\n")
+        report(PlashError(os_message(e) + full_store_note()))
         sys.exit(1)
     except Exception as e:
-        if os.environ.get("PLASH_DEBUG", "") not in ("", "0"):
+        from plash.config import debug
+
+        if debug():
             raise
         sys.stderr.write(f"plash error: internal error: {type(e).__name__}: {e}\n")
         sys.stderr.write("hint: run again with PLASH_DEBUG=1 for a traceback\n")

@@ -12,8 +12,7 @@ import click
 
 from plash import __version__, actions
 from plash.__main__ import unknown_command
-from plash.errors import PlashError, UsageError, os_message
-from plash.store.layout import full_store_note
+from plash.errors import PlashError, UsageError
 
 IMAGE_CMD = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 
@@ -486,7 +485,3 @@ def main(args: list[str]) -> None:
         raise PlashError("aborted") from None
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except OSError as e:
-        if e.errno:
-            raise PlashError(os_message(e) + full_store_note()) from None
-        raise
