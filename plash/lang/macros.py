@@ -1,79 +1,48 @@
-"""Every macro of SPEC 4.2: a macro call expands to shell lines and hint lines.
+"""Every macro of SPEC 4.2, and the entry points that expand a command line or a build file.
 
-A hint is a line `### plash hint: NAME=VALUE` (or `### plash hint: NAME`),
-so `plash eval` can print the whole expansion as one script and the build
-planner can read it back. Expansion is pure except where a macro's meaning
-is to read the world (eval-file, eval-stdin, import-env, hash-path, ...).
+The engine (registry, context, expansion, hints) is plash.lang.expand; the
+macros that read more macros (eval-file, eval-string, ...) and the build
+file reader are in plash.lang.including; the other macros, grouped by kind,
+are here. Expansion is pure except where a macro's meaning is to read the
+world (eval-file, eval-stdin, import-env, hash-path, ...).
 """
 
 from __future__ import annotations
 
 import os
-import sys
 
 from plash.errors import MacroError
+from plash.lang.expand import (
+    HINT,
+    MACROS,
+    PACKAGE_MANAGERS,
+    Context,
+    Macro,
+    expand_call,
+    expand_calls,
+    help_text,
+    hint,
+    macro,
+    script_text,
+)
+from plash.lang.including import read_build_file
 from plash.lang.quoting import quote
-from plash.lang.tokens import Call, Where, parse, words_from_argv, words_from_file_text, words_from_split
+from plash.lang.tokens import Call, parse, words_from_argv, words_from_file_text
 
 TYPE_CHECKING = False  # typing itself is not imported: it slows plash's start
 if TYPE_CHECKING:
-    from typing import Callable
+    from plash.lang.expand import Expander
+    from plash.lang.tokens import Where
 
-    Expander = Callable[["Context", Call], list[str]]
+# importable from here, where they were before the engine and the including macros had modules of their own
+__all__ = ["HINT", "MACROS", "expand_argv", "expand_file", "help_text", "quote", "read_build_file", "script_text"]
 
-HINT = "### plash hint: "
+# -- image sources ---------------------------------------------------------------
 
 # Current releases for the distro shortcuts (LXC image server names).
 UBUNTU_LTS = "noble"
 FEDORA_CURRENT = "42"
 CENTOS_CURRENT = "9-Stream"
-
-def hint(name: str, value: str | None = None) -> str:
-    if value is not None and "\n" in value:
-        raise ValueError("hint values are one line")
-    return HINT + name + ("" if value is None else "=" + value)
-
-
-class Context:
-    """State of one expansion: defined package managers, the including file's dir, stdin use."""
-
-    def __init__(self, base_dir: str | None = None, depth: int = 0) -> None:
-        self.base_dir = base_dir or os.getcwd()
-        self.pms: dict[str, tuple[str, ...]] = dict(PACKAGE_MANAGERS)
-        self.depth = depth
-        self.stdin_used = False
-
-    def path(self, p: str) -> str:
-        """A path argument, relative to the including file's directory."""
-        return os.path.normpath(os.path.join(self.base_dir, os.path.expanduser(p)))
-
-
-
-
-class Macro:
-    __slots__ = ("name", "func", "help", "group", "min_args", "max_args")
-
-    def __init__(self, name: str, func: Expander, help: str, group: str,
-                 min_args: int = 0, max_args: int | None = None) -> None:
-        self.name, self.func, self.help, self.group = name, func, help, group
-        self.min_args, self.max_args = min_args, max_args
-
-
-MACROS: dict[str, Macro] = {}
-
-
-def macro(name: str, help: str, group: str, min_args: int = 0, max_args: int | None = None,
-          aliases: tuple[str, ...] = ()) -> Callable[[Expander], Expander]:
-    def register(func: Expander) -> Expander:
-        MACROS[name] = Macro(name, func, help, group, min_args, max_args)
-        for a in aliases:
-            MACROS[a] = Macro(a, func, f"shortcut for --{name}", group, min_args, max_args)
-        return func
-
-    return register
-
-
-# -- image sources ---------------------------------------------------------------
 
 
 def _source(kind: str, *args: str) -> list[str]:
@@ -153,19 +122,8 @@ def _inline(ctx: Context, call: Call) -> list[str]:
 def _run_stdin(ctx: Context, call: Call) -> list[str]:
     # the newline that ends the input (and any empty lines after the code) is not a line of code:
     # `printf 'a\n'` and `printf 'a'` are the same script, and the same layer
-    text = _read_stdin(ctx, call).rstrip("\n")
+    text = ctx.take_stdin(call).rstrip("\n")
     return text.split("\n") if text else []
-
-
-def _read_stdin(ctx: Context, call: Call) -> str:
-    if ctx.stdin_used:
-        raise MacroError(call.where, "stdin was already read by another macro")
-    ctx.stdin_used = True
-    if sys.stdin is None or sys.stdin.isatty():
-        raise MacroError(call.where, f"--{call.name} reads stdin, but stdin is a terminal")
-    text = sys.stdin.read(MAX_MACRO_TEXT + 1)
-    _bounded(text, "stdin", call.where)
-    return text
 
 
 @macro("layer", "start a new layer; --layer MACRO A B gives each argument its own layer of MACRO", "build steps",
@@ -181,34 +139,11 @@ def _layer(ctx: Context, call: Call) -> list[str]:
     return out
 
 
-PACKAGE_MANAGERS: dict[str, tuple[str, ...]] = {
-    "apt": ("apt-get update", "apt-get install -y {}"),
-    "apk": ("apk update", "apk add {}"),
-    "yum": ("yum install -y {}",),
-    "dnf": ("dnf install -y {}",),
-    "pacman": ("pacman -Sy --noconfirm {}",),
-    "emerge": ("emerge {}",),
-    "pip": ("pip install {}",),
-    "pip3": ("pip3 install {}",),
-    "npm": ("npm install -g {}",),
-    "add-apt-repository": (
-        "apt-get install -y software-properties-common",
-        "rm -rf /var/lib/apt/lists/*",
-        "add-apt-repository -y {}",
-        "apt-get update",
-    ),
-}
-
-
-def _package_manager(ctx: Context, call: Call) -> list[str]:
-    if not call.args:
-        return []
-    pkgs = " ".join(quote(p) for p in call.args)
-    return [line.replace("{}", pkgs) for line in ctx.pms[call.name]]
+# -- package managers ----------------------------------------------------------------
 
 
 for _pm in PACKAGE_MANAGERS:
-    MACROS[_pm] = Macro(_pm, _package_manager, f"install packages with {_pm}", "package managers")
+    MACROS[_pm] = Macro(_pm, Context.install, f"install packages with {_pm}", "package managers")
 
 
 @macro("defpm", "define a package manager macro NAME; {} in TEMPLATE lines becomes the packages", "package managers", 2)
@@ -258,6 +193,9 @@ def _import_env(ctx: Context, call: Call) -> list[str]:
     return out
 
 
+# -- cache -------------------------------------------------------------------------------
+
+
 @macro("invalidate-layer", "rebuild the current layer on every build", "cache", 0, 0)
 def _invalidate_layer(ctx: Context, call: Call) -> list[str]:
     return [f": plash invalidate-layer {os.urandom(16).hex()}"]
@@ -273,6 +211,9 @@ def _hash_path(ctx: Context, call: Call) -> list[str]:
     except OSError as e:
         raise MacroError(call.where, f"--hash-path: cannot read {e.filename}: {e.strerror}") from None
     return [f": plash hash-path {digest}"]
+
+
+# -- run settings: hints for the containers of the image -----------------------------------
 
 
 @macro("entrypoint", "the command a plash executable runs: CMD [ARGS...]", "run settings", 1)
@@ -312,99 +253,12 @@ def _hint(ctx: Context, call: Call) -> list[str]:
     return [hint(*call.args)]
 
 
-# -- including macros -------------------------------------------------------------------
-
-
-class Located(list):
-    """Lines that already carry their own locations: (line, Where) pairs."""
-
-
-def _include(ctx: Context, words: list, base_dir: str, call: Call) -> Located:
-    if ctx.depth > 50:
-        raise MacroError(call.where, "macros included too deeply (a loop?)")
-    sub = Context(base_dir, ctx.depth + 1)
-    sub.pms, sub.stdin_used = ctx.pms, ctx.stdin_used
-    out = expand_calls(sub, parse(words))
-    ctx.stdin_used = sub.stdin_used
-    return Located(out)
-
-
-# Build files, stdin and URLs of macros are read whole: bounded, so that
-# /dev/zero or a hostile server cannot exhaust memory.
-MAX_MACRO_TEXT = 16 << 20
-
-
-def _bounded(text: str | bytes, what: str, where: Where | None) -> None:
-    if len(text) > MAX_MACRO_TEXT:
-        raise MacroError(where, f"{what} is larger than the {MAX_MACRO_TEXT >> 20} MiB plash reads as macros or shell text")
-
-
-def read_build_file(path: str, where: Where | None = None) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="surrogateescape") as f:
-            text = f.read(MAX_MACRO_TEXT + 1)
-            _bounded(text, f"build file {path}", where)
-            return text
-    except IsADirectoryError:
-        raise MacroError(where, f"cannot read build file {path}: it is a directory") from None
-    except OSError as e:
-        raise MacroError(where, f"cannot read build file {path}: {e.strerror}") from None
-
-
-@macro("eval-file", "include the macros of a build file", "including", 1)
-def _eval_file(ctx: Context, call: Call) -> list[str]:
-    out = Located()
-    for f in call.args:
-        path = ctx.path(f)
-        out += _include(ctx, words_from_file_text(read_build_file(path, call.where), f), os.path.dirname(path), call)
-    return out
-
-
-@macro("eval-string", "include macros from a string, split like a POSIX shell: --eval-string \"--run 'echo hi'\"",
-       "including", 1)
-def _eval_string(ctx: Context, call: Call) -> list[str]:
-    import shlex  # imports re: only here, off the start path of plash executables
-
-    # Several arguments are one string: a build file line `--eval-string --run 'a b'` arrives
-    # split on whitespace, and joining it again lets the quotes pair up as the user wrote them.
-    text = " ".join(call.args)
-    try:
-        words = shlex.split(text)
-    except ValueError as e:
-        reason = str(e)
-        raise MacroError(call.where, f"--eval-string: cannot split {text!r} like a shell: "
-                                     f"{reason[:1].lower()}{reason[1:]}") from None
-    return _include(ctx, words_from_split(words, f"{call.where}: eval-string"), ctx.base_dir, call)
-
-
-@macro("eval-stdin", "include macros read from stdin", "including", 0, 0)
-def _eval_stdin(ctx: Context, call: Call) -> list[str]:
-    return _include(ctx, words_from_file_text(_read_stdin(ctx, call), "<stdin>"), ctx.base_dir, call)
-
-
-@macro("eval-url", "include macros downloaded from URL", "including", 1)
-def _eval_url(ctx: Context, call: Call) -> list[str]:
-    import urllib.request
-
-    out = Located()
-    for url in call.args:
-        try:
-            with urllib.request.urlopen(url, timeout=30) as r:
-                raw = r.read(MAX_MACRO_TEXT + 1)
-                _bounded(raw, url, call.where)
-                text = raw.decode("utf-8", "surrogateescape")
-        except Exception as e:  # urllib raises many kinds
-            raise MacroError(call.where, f"--eval-url: cannot fetch {url}: {e}") from None
-        out += _include(ctx, words_from_file_text(text, url), ctx.base_dir, call)
-    return out
-
-
-# -- shortcuts ----------------------------------------------------------------------------
+# -- shortcuts: an LXC image and its package manager in one letter -------------------------
 
 
 def _shortcut(image: str, pm: str) -> Expander:
     def expand(ctx: Context, call: Call) -> list[str]:
-        return _source("lxc", image) + _package_manager(ctx, Call(pm, call.args, call.where))
+        return _source("lxc", image) + ctx.install(Call(pm, call.args, call.where))
 
     return expand
 
@@ -421,47 +275,7 @@ for _letter, _image, _pm, _what in (
     MACROS[_letter] = Macro(_letter, _shortcut(_image, _pm), f"{_what} ({_image}) and --{_pm} PACKAGES", "shortcuts")
 
 
-# -- expansion -------------------------------------------------------------------------------
-
-
-def suggest(name: str) -> str | None:
-    """The nearest macro name, for `did you mean`."""
-    import difflib
-
-    close = difflib.get_close_matches(name, list(MACROS), n=1, cutoff=0.6)
-    return close[0] if close else None
-
-
-def expand_call(ctx: Context, call: Call) -> list[str]:
-    m = MACROS.get(call.name)
-    if m is None and call.name in ctx.pms:
-        return _package_manager(ctx, call)
-    if m is None:
-        near = suggest(call.name)
-        extra = f" (did you mean '{near}'?)" if near else ""
-        raise MacroError(call.where, f"unknown macro '{call.name}'{extra}", hint="plash --help-macros lists them")
-    n = len(call.args)
-    if n < m.min_args:
-        raise MacroError(call.where, f"--{call.name} needs at least {m.min_args} argument(s), got {n}")
-    if m.max_args is not None and n > m.max_args:
-        raise MacroError(call.where, f"--{call.name} takes at most {m.max_args} argument(s), got {n}")
-    for a in call.args:
-        if "\n" in a and call.name not in ("run", "x", "write-file", "write-script", "entrypoint-script",
-                                             "eval-string", "inline"):
-            raise MacroError(call.where, f"--{call.name}: arguments must not contain newlines")
-    return m.func(ctx, call)
-
-
-def expand_calls(ctx: Context, calls: list[Call]) -> list[tuple[str, Where]]:
-    """Expand calls to (line, where) pairs: each line knows the macro it came from."""
-    out: list[tuple[str, Where]] = []
-    for call in calls:
-        lines = expand_call(ctx, call)
-        if isinstance(lines, Located):
-            out += lines
-        else:
-            out += [(line, call.where) for line in lines]
-    return out
+# -- entry points ----------------------------------------------------------------------------
 
 
 def expand_argv(argv: list[str], base_dir: str | None = None) -> list[tuple[str, Where]]:
@@ -474,21 +288,3 @@ def expand_file(path: str) -> list[tuple[str, Where]]:
     text = read_build_file(path)
     ctx = Context(os.path.dirname(os.path.abspath(path)))
     return expand_calls(ctx, parse(words_from_file_text(text, path)))
-
-
-def script_text(lines: list[tuple[str, Where]]) -> str:
-    return "\n".join(line for line, _ in lines)
-
-
-def help_text() -> str:
-    """Every macro with a one-line description, grouped."""
-    groups: dict[str, list[Macro]] = {}
-    for m in MACROS.values():
-        groups.setdefault(m.group, []).append(m)
-    out = []
-    for group, ms in groups.items():
-        out.append(f"{group}:")
-        for m in ms:
-            flag = f"-{m.name}" if len(m.name) == 1 else f"--{m.name}"
-            out.append(f"  {flag:<22} {m.help}")
-    return "\n".join(out)
