@@ -17,8 +17,8 @@ from plash.lang.expand import (
     MACROS,
     PACKAGE_MANAGERS,
     Context,
+    Located,
     Macro,
-    expand_call,
     expand_calls,
     help_text,
     hint,
@@ -132,10 +132,11 @@ def _layer(ctx: Context, call: Call) -> list[str]:
     if not call.args:
         return [hint("layer")]
     name, *args = call.args
-    out: list[str] = []
+    # located: the lines of an including MACRO (eval-string, ...) keep their own locations
+    out = Located()
     for a in args:
-        out.append(hint("layer"))
-        out.extend(expand_call(ctx, Call(name, (a,), call.where)))
+        out.append((hint("layer"), call.where))
+        out += expand_calls(ctx, [Call(name, (a,), call.where)])
     return out
 
 

@@ -261,3 +261,10 @@ def test_endless_build_files_are_refused() -> None:
     with pytest.raises(MacroError) as e:
         expand_argv(["--eval-file", "/dev/zero"])
     assert str(e.value) == "argument 1: build file /dev/zero is larger than the 16 MiB plash reads as macros or shell text"
+
+
+def test_layer_of_an_including_macro_keeps_the_included_locations() -> None:
+    # --layer MACRO used to mix located (line, where) pairs into plain lines for an eval-* MACRO: a TypeError
+    lines = expand_argv(["--layer", "eval-string", "--run a", "--run b"])
+    assert script_text(lines) == "### plash hint: layer\na\n### plash hint: layer\nb"
+    assert [str(w) for _, w in lines] == ["argument 1", "argument 1: eval-string:1", "argument 1", "argument 1: eval-string:1"]
