@@ -3,7 +3,8 @@
 A hint is a line `### plash hint: NAME=VALUE` (or `### plash hint: NAME`),
 so `plash eval` can print the whole expansion as one script and the build
 planner can read it back. The macros themselves are defined in
-plash.lang.sources, .steps and .including, which register here.
+plash.lang.macros and plash.lang.including, which register here; this
+module imports neither.
 """
 
 from __future__ import annotations
@@ -16,11 +17,15 @@ from plash.lang.quoting import quote
 
 TYPE_CHECKING = False  # typing itself is not imported: it slows plash's start
 if TYPE_CHECKING:
-    from typing import Callable
+    from collections.abc import Callable, Iterable
+    from typing import TypeAlias, TypeVar
 
     from plash.lang.tokens import Call, Where
 
-    Expander = Callable[["Context", Call], list[str]]
+    LocatedLine = tuple[str, Where]  # a script line and the macro call it came from
+    Expansion: TypeAlias = "list[str] | Located"  # a call's lines: located at the call unless Located
+    Expander = Callable[["Context", Call], Expansion]
+    AnyExpander = TypeVar("AnyExpander", bound=Expander)  # the decorated function keeps its own type
 
 HINT = "### plash hint: "
 
@@ -96,32 +101,37 @@ class Context:
 
 
 class Macro:
-    __slots__ = ("name", "func", "help", "group", "min_args", "max_args")
+    """A macro: how it expands, its --help-macros line and group, and what arguments it takes."""
+
+    __slots__ = ("func", "group", "help", "max_args", "min_args", "multiline", "name")
 
     def __init__(self, name: str, func: Expander, help: str, group: str,
-                 min_args: int = 0, max_args: int | None = None) -> None:
+                 min_args: int = 0, max_args: int | None = None, multiline: bool = False) -> None:
         if group not in GROUPS:
             raise ValueError(f"macro {name}: unknown group {group!r}")
         self.name, self.func, self.help, self.group = name, func, help, group
         self.min_args, self.max_args = min_args, max_args
+        self.multiline = multiline  # its arguments may hold newlines (shell code, file lines)
 
 
 MACROS: dict[str, Macro] = {}
 
 
 def macro(name: str, help: str, group: str, min_args: int = 0, max_args: int | None = None,
-          aliases: tuple[str, ...] = ()) -> Callable[[Expander], Expander]:
-    def register(func: Expander) -> Expander:
-        MACROS[name] = Macro(name, func, help, group, min_args, max_args)
+          aliases: tuple[str, ...] = (), multiline: bool = False) -> Callable[[AnyExpander], AnyExpander]:
+    """Register the decorated function as macro name (and its aliases)."""
+
+    def register(func: AnyExpander) -> AnyExpander:
+        MACROS[name] = Macro(name, func, help, group, min_args, max_args, multiline)
         for a in aliases:
-            MACROS[a] = Macro(a, func, f"shortcut for --{name}", group, min_args, max_args)
+            MACROS[a] = Macro(a, func, f"shortcut for --{name}", group, min_args, max_args, multiline)
         return func
 
     return register
 
 
-class Located(list):
-    """Lines that already carry their own locations: (line, Where) pairs."""
+class Located(list["LocatedLine"]):
+    """Lines that already carry their own locations (included macros): (line, Where) pairs."""
 
 
 def suggest(name: str) -> str | None:
@@ -132,7 +142,8 @@ def suggest(name: str) -> str | None:
     return close[0] if close else None
 
 
-def expand_call(ctx: Context, call: Call) -> list[str]:
+def expand_call(ctx: Context, call: Call) -> Expansion:
+    """The lines of one call, or a located error (unknown macro, wrong arguments)."""
     m = MACROS.get(call.name)
     if m is None and call.name in ctx.pms:
         return ctx.install(call)
@@ -145,16 +156,14 @@ def expand_call(ctx: Context, call: Call) -> list[str]:
         raise MacroError(call.where, f"--{call.name} needs at least {m.min_args} argument(s), got {n}")
     if m.max_args is not None and n > m.max_args:
         raise MacroError(call.where, f"--{call.name} takes at most {m.max_args} argument(s), got {n}")
-    for a in call.args:
-        if "\n" in a and call.name not in ("run", "x", "write-file", "write-script", "entrypoint-script",
-                                             "eval-string", "inline"):
-            raise MacroError(call.where, f"--{call.name}: arguments must not contain newlines")
+    if not m.multiline and any("\n" in a for a in call.args):
+        raise MacroError(call.where, f"--{call.name}: arguments must not contain newlines")
     return m.func(ctx, call)
 
 
-def expand_calls(ctx: Context, calls: list[Call]) -> list[tuple[str, Where]]:
+def expand_calls(ctx: Context, calls: list[Call]) -> list[LocatedLine]:
     """Expand calls to (line, where) pairs: each line knows the macro it came from."""
-    out: list[tuple[str, Where]] = []
+    out: list[LocatedLine] = []
     for call in calls:
         lines = expand_call(ctx, call)
         if isinstance(lines, Located):
@@ -164,7 +173,8 @@ def expand_calls(ctx: Context, calls: list[Call]) -> list[tuple[str, Where]]:
     return out
 
 
-def script_text(lines: list[tuple[str, Where]]) -> str:
+def script_text(lines: Iterable[LocatedLine]) -> str:
+    """The shell script of located lines, as `plash eval` prints it."""
     return "\n".join(line for line, _ in lines)
 
 
@@ -173,7 +183,7 @@ def help_text() -> str:
     groups: dict[str, list[Macro]] = {g: [] for g in GROUPS}
     for m in MACROS.values():
         groups[m.group].append(m)
-    out = []
+    out: list[str] = []
     for group, ms in groups.items():
         if not ms:
             continue

@@ -16,6 +16,7 @@ MAX_DEPTH = 50
 
 
 def read_build_file(path: str, where: Where | None = None) -> str:
+    """The text of a build file, or a MacroError located at where (the including call, if any)."""
     try:
         with open(path, encoding="utf-8", errors="surrogateescape") as f:
             text = f.read(MAX_MACRO_TEXT + 1)
@@ -33,7 +34,7 @@ def read_url(url: str, flag: str, where: Where) -> str:
 
     try:
         with urllib.request.urlopen(url, timeout=30) as r:
-            raw = r.read(MAX_MACRO_TEXT + 1)
+            raw: bytes = r.read(MAX_MACRO_TEXT + 1)
             check_size(raw, url, where)
             return raw.decode("utf-8", "surrogateescape")
     except Exception as e:  # urllib raises many kinds
@@ -51,7 +52,7 @@ def _include(ctx: Context, words: list[Word], base_dir: str, call: Call) -> Loca
 
 
 @macro("eval-file", "include the macros of a build file", "including", 1)
-def _eval_file(ctx: Context, call: Call) -> list[str]:
+def _eval_file(ctx: Context, call: Call) -> Located:
     out = Located()
     for f in call.args:
         path = ctx.path(f)
@@ -60,8 +61,8 @@ def _eval_file(ctx: Context, call: Call) -> list[str]:
 
 
 @macro("eval-string", "include macros from a string, split like a POSIX shell: --eval-string \"--run 'echo hi'\"",
-       "including", 1)
-def _eval_string(ctx: Context, call: Call) -> list[str]:
+       "including", 1, multiline=True)
+def _eval_string(ctx: Context, call: Call) -> Located:
     import shlex  # imports re: only here, off the start path of plash executables
 
     # Several arguments are one string: a build file line `--eval-string --run 'a b'` arrives
@@ -77,12 +78,12 @@ def _eval_string(ctx: Context, call: Call) -> list[str]:
 
 
 @macro("eval-stdin", "include macros read from stdin", "including", 0, 0)
-def _eval_stdin(ctx: Context, call: Call) -> list[str]:
+def _eval_stdin(ctx: Context, call: Call) -> Located:
     return _include(ctx, words_from_file_text(ctx.take_stdin(call), "<stdin>"), ctx.base_dir, call)
 
 
 @macro("eval-url", "include macros downloaded from URL", "including", 1)
-def _eval_url(ctx: Context, call: Call) -> list[str]:
+def _eval_url(ctx: Context, call: Call) -> Located:
     out = Located()
     for url in call.args:
         out += _include(ctx, words_from_file_text(read_url(url, "--eval-url", call.where), url), ctx.base_dir, call)

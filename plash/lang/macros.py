@@ -31,8 +31,7 @@ from plash.lang.tokens import Call, parse, words_from_argv, words_from_file_text
 
 TYPE_CHECKING = False  # typing itself is not imported: it slows plash's start
 if TYPE_CHECKING:
-    from plash.lang.expand import Expander
-    from plash.lang.tokens import Where
+    from plash.lang.expand import Expander, LocatedLine
 
 # importable from here, where they were before the engine and the including macros had modules of their own
 __all__ = ["HINT", "MACROS", "expand_argv", "expand_file", "help_text", "quote", "read_build_file", "script_text"]
@@ -108,12 +107,12 @@ def _from_debootstrap(ctx: Context, call: Call) -> list[str]:
 
 
 @macro("run", "shell code, one line per argument; steps share the host's home (/home, /root) and may write it, "
-       "but not its /tmp", "build steps", aliases=("x",))
+       "but not its /tmp", "build steps", aliases=("x",), multiline=True)
 def _run(ctx: Context, call: Call) -> list[str]:
     return list(call.args)
 
 
-@macro("inline", "shell code: all arguments joined by spaces as one line", "build steps")
+@macro("inline", "shell code: all arguments joined by spaces as one line", "build steps", multiline=True)
 def _inline(ctx: Context, call: Call) -> list[str]:
     return [" ".join(call.args)] if call.args else []
 
@@ -128,7 +127,7 @@ def _run_stdin(ctx: Context, call: Call) -> list[str]:
 
 @macro("layer", "start a new layer; --layer MACRO A B gives each argument its own layer of MACRO", "build steps",
        aliases=("l",))
-def _layer(ctx: Context, call: Call) -> list[str]:
+def _layer(ctx: Context, call: Call) -> list[str] | Located:
     if not call.args:
         return [hint("layer")]
     name, *args = call.args
@@ -157,7 +156,7 @@ def _defpm(ctx: Context, call: Call) -> list[str]:
 # -- files and environment -------------------------------------------------------------
 
 
-@macro("write-file", "write lines to a file in the image: PATH LINE...", "files and environment", 1)
+@macro("write-file", "write lines to a file in the image: PATH LINE...", "files and environment", 1, multiline=True)
 def _write_file(ctx: Context, call: Call) -> list[str]:
     path, *lines = call.args
     if not lines:
@@ -165,9 +164,10 @@ def _write_file(ctx: Context, call: Call) -> list[str]:
     return ["printf '%s\\n' " + " ".join(quote(x) for x in lines) + f" > {quote(path)}"]
 
 
-@macro("write-script", "write an executable script (mode 755): PATH LINE...", "files and environment", 1)
+@macro("write-script", "write an executable script (mode 755): PATH LINE...", "files and environment", 1,
+       multiline=True)
 def _write_script(ctx: Context, call: Call) -> list[str]:
-    return _write_file(ctx, call) + [f"chmod 755 {quote(call.args[0])}"]
+    return [*_write_file(ctx, call), f"chmod 755 {quote(call.args[0])}"]
 
 
 _NAME_START = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_")
@@ -222,12 +222,12 @@ def _entrypoint(ctx: Context, call: Call) -> list[str]:
     return [hint("entrypoint", " ".join(quote(a) for a in call.args))]
 
 
-@macro("entrypoint-script", "write /entrypoint (sh) from LINEs and use it as entrypoint", "run settings", 1)
+@macro("entrypoint-script", "write /entrypoint (sh) from LINEs and use it as entrypoint", "run settings", 1,
+       multiline=True)
 def _entrypoint_script(ctx: Context, call: Call) -> list[str]:
     lines = ["#!/bin/sh", *call.args]
-    return _write_script(ctx, Call("write-script", ("/entrypoint", *lines), call.where)) + [
-        hint("entrypoint", "/entrypoint")
-    ]
+    return [*_write_script(ctx, Call("write-script", ("/entrypoint", *lines), call.where)),
+            hint("entrypoint", "/entrypoint")]
 
 
 @macro("env", "pass these host variables to containers of this image: NAME...", "run settings", 1)
@@ -259,7 +259,7 @@ def _hint(ctx: Context, call: Call) -> list[str]:
 
 def _shortcut(image: str, pm: str) -> Expander:
     def expand(ctx: Context, call: Call) -> list[str]:
-        return _source("lxc", image) + ctx.install(Call(pm, call.args, call.where))
+        return [*_source("lxc", image), *ctx.install(Call(pm, call.args, call.where))]
 
     return expand
 
@@ -279,12 +279,12 @@ for _letter, _image, _pm, _what in (
 # -- entry points ----------------------------------------------------------------------------
 
 
-def expand_argv(argv: list[str], base_dir: str | None = None) -> list[tuple[str, Where]]:
+def expand_argv(argv: list[str], base_dir: str | None = None) -> list[LocatedLine]:
     """The located script lines that command-line macros expand to."""
     return expand_calls(Context(base_dir), parse(words_from_argv(argv)))
 
 
-def expand_file(path: str) -> list[tuple[str, Where]]:
+def expand_file(path: str) -> list[LocatedLine]:
     """The located script lines of a build file (relative paths against its directory)."""
     text = read_build_file(path)
     ctx = Context(os.path.dirname(os.path.abspath(path)))

@@ -10,16 +10,16 @@ from __future__ import annotations
 from plash.errors import MacroError as MacroError
 
 
-class Where(tuple):
+class Where(tuple[str | None, int]):
     """Where a word came from: (file, line), or (None, position) on the command line.
 
-    Tuples rather than NamedTuple/dataclasses: importing typing or
+    Typed tuples rather than NamedTuple/dataclasses: importing typing or
     dataclasses would slow the start of every plash executable.
     """
 
     __slots__ = ()
 
-    def __new__(cls, file: str | None, line: int) -> "Where":
+    def __new__(cls, file: str | None, line: int) -> Where:
         return tuple.__new__(cls, (file, line))
 
     @property
@@ -34,12 +34,12 @@ class Where(tuple):
         return f"{self.file}:{self.line}" if self.file is not None else f"argument {self.line}"
 
 
-class Word(tuple):
+class Word(tuple[str, Where]):
     """A word and where it came from."""
 
     __slots__ = ()
 
-    def __new__(cls, text: str, where: Where) -> "Word":
+    def __new__(cls, text: str, where: Where) -> Word:
         return tuple.__new__(cls, (text, where))
 
     @property
@@ -51,12 +51,12 @@ class Word(tuple):
         return self[1]
 
 
-class Call(tuple):
+class Call(tuple[str, tuple[str, ...], Where]):
     """A macro call: its name, its arguments, and where it was written."""
 
     __slots__ = ()
 
-    def __new__(cls, name: str, args: tuple[str, ...], where: Where) -> "Call":
+    def __new__(cls, name: str, args: tuple[str, ...], where: Where) -> Call:
         return tuple.__new__(cls, (name, args, where))
 
     @property

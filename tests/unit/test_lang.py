@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,13 +14,23 @@ from hypothesis import strategies as st
 
 from plash.engine.plan import layer_keys, split_script
 from plash.errors import MacroError, PlashError
-from plash.lang.macros import MACROS, expand_argv, expand_file, quote, script_text
+from plash.lang.expand import GROUPS, Macro
+from plash.lang.macros import MACROS, expand_argv, expand_file, help_text, quote, script_text
 from plash.lang.quoting import unquote_words
 from plash.lang.tokens import parse, words_from_argv, words_from_file_text
 
 
 def ev(*argv: str) -> str:
     return script_text(expand_argv(list(argv)))
+
+
+def error_of(func: Callable[..., object], *args: object) -> PlashError | None:
+    """The PlashError func(*args) raises, or None: for properties where either outcome is fine."""
+    try:
+        func(*args)
+    except PlashError as e:
+        return e
+    return None
 
 
 def test_tokens_command_line() -> None:
@@ -37,7 +49,7 @@ def test_tokens_build_file() -> None:
     ]
 
 
-@pytest.mark.parametrize("argv,message", [
+@pytest.mark.parametrize(("argv", "message"), [
     (["x"], "argument 1: argument 'x' before any macro"),
     (["--aptt", "x"], "argument 1: unknown macro 'aptt' (did you mean 'apt'?)"),
     (["--from"], "argument 1: --from needs at least 1 argument(s), got 0"),
@@ -56,22 +68,19 @@ def test_located_errors(argv: list[str], message: str) -> None:
                                            "--write-file", "--env", "--hint", "--eval-string", "", "--\\ -y"]),
                           st.text(max_size=8)), max_size=8))
 def test_any_words_parse_or_give_a_located_error(words: list[str]) -> None:
-    try:
-        expand_argv(words)
-    except MacroError as e:
-        assert e.message.startswith("argument ") or ":" in e.message
-        assert "\n" not in e.lines()[0]
-    except PlashError as e:  # noqa: PERF203
-        assert "\n" not in e.message
+    error = error_of(expand_argv, words)
+    if isinstance(error, MacroError):
+        assert error.message.startswith("argument ") or ":" in error.message
+        assert "\n" not in error.lines()[0]
+    elif error is not None:
+        assert "\n" not in error.message
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200))
 def test_any_build_file_parses_or_gives_a_located_error(text: str) -> None:
-    try:
-        parse(words_from_file_text(text, "f"))
-    except MacroError as e:
-        assert e.message.startswith("f:")
+    error = error_of(lambda: parse(words_from_file_text(text, "f")))
+    assert error is None or (isinstance(error, MacroError) and error.message.startswith("f:"))
 
 
 @given(st.text())
@@ -93,10 +102,11 @@ def test_every_spec_macro_exists_with_help() -> None:
     spec = """from from-id from-map from-lxc from-url from-tarball from-docker from-debootstrap run x inline
     run-stdin layer l apt apk yum dnf pacman emerge pip pip3 npm add-apt-repository defpm write-file write-script
     import-env invalidate-layer hash-path eval-file eval-string eval-stdin eval-url entrypoint entrypoint-script
-    env env-prefix mount hint A D U F C R G f""".split()
-    for name in spec:
+    env env-prefix mount hint A D U F C R G f"""
+    for name in spec.split():
         assert name in MACROS, name
-        assert MACROS[name].help and "\n" not in MACROS[name].help
+        assert MACROS[name].help, name
+        assert "\n" not in MACROS[name].help, name
 
 
 def test_expansions() -> None:
@@ -133,7 +143,7 @@ def test_import_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ev("--import-env", "HOSTVAR:ALIAS", "_V2") == "export _V2=x"
 
 
-@pytest.mark.parametrize("item,bad", [
+@pytest.mark.parametrize(("item", "bad"), [
     ("1X", "1X"), ("A-B", "A-B"), ("A:B-C", "B-C"), ("A:", ""), (":A", ""), ("A:B:C", "B:C"), ("Ä", "Ä"),
     ("A B", "A B"), ("$(id)", "$(id)"), ("A:9", "9"),
 ])
@@ -174,8 +184,8 @@ def test_includes_resolve_relative_to_the_including_file(tmp_path: Path) -> None
     (tmp_path / "loop").write_text("--eval-file loop\n")
     with pytest.raises(MacroError, match="too deeply"):
         expand_file(str(tmp_path / "loop"))
+    (tmp_path / "sub" / "inner").unlink()
     with pytest.raises(MacroError, match="outer:1: cannot read build file"):
-        (tmp_path / "sub" / "inner").unlink()
         expand_file(str(tmp_path / "outer"))
 
 
@@ -194,7 +204,7 @@ def test_eval_string_words_are_command_line_words() -> None:
     assert ev("--run", "-x y", "--from-id", "3") == "-x y\n### plash hint: image=id 3"
 
 
-@pytest.mark.parametrize("argv,message", [
+@pytest.mark.parametrize(("argv", "message"), [
     (["--from", "1", "--eval-string", "--run ok --aptt x"],
      "argument 3: eval-string:3: unknown macro 'aptt' (did you mean 'apt'?)"),
     (["--eval-string", "stray --run x"], "argument 1: eval-string:1: argument 'stray' before any macro"),
@@ -228,12 +238,14 @@ def test_run_stdin_drops_the_final_newlines(monkeypatch: pytest.MonkeyPatch) -> 
 def test_layers_and_keys() -> None:
     lines = expand_argv(["--from", "3", "--run", "a", "--layer", "--run", "b", "--entrypoint", "x", "--layer"])
     source, raw = split_script(lines)
-    assert source is not None and (source.kind, source.args) == ("id", ("3",))
+    assert source is not None
+    assert (source.kind, source.args) == ("id", ("3",))
     layers = layer_keys("base", raw)
     assert [layer.shell for layer in layers] == ["a", "b"]
     assert layers[1].meta == {"entrypoint": ["x"]}
     again = layer_keys("base", split_script(expand_argv(["--from", "3", "--run", "a", "--layer", "--run", "c"]))[1])
-    assert again[0].key == layers[0].key and again[1].key != layers[1].key
+    assert again[0].key == layers[0].key
+    assert again[1].key != layers[1].key
     assert layer_keys("other", raw)[0].key != layers[0].key
 
 
@@ -268,3 +280,26 @@ def test_layer_of_an_including_macro_keeps_the_included_locations() -> None:
     lines = expand_argv(["--layer", "eval-string", "--run a", "--run b"])
     assert script_text(lines) == "### plash hint: layer\na\n### plash hint: layer\nb"
     assert [str(w) for _, w in lines] == ["argument 1", "argument 1: eval-string:1", "argument 1", "argument 1: eval-string:1"]
+
+
+def test_newlines_only_in_the_arguments_of_multiline_macros() -> None:
+    multiline = {name for name, m in MACROS.items() if m.multiline}
+    assert multiline == {"run", "x", "inline", "write-file", "write-script", "entrypoint-script", "eval-string"}
+    assert ev("--write-file", "/f", "a\nb") == "printf '%s\\n' 'a\nb' > /f"
+    with pytest.raises(MacroError, match="--env: arguments must not contain newlines"):
+        ev("--env", "A\nB")
+
+
+def test_help_groups_come_in_their_order_and_are_closed() -> None:
+    listing = help_text()
+    headers = [line[:-1] for line in listing.splitlines() if not line.startswith(" ")]
+    assert headers == list(GROUPS)
+    with pytest.raises(ValueError, match="unknown group"):
+        Macro("nope", lambda ctx, call: [], "help", "no such group")
+
+
+def test_importing_the_macros_loads_no_slow_module() -> None:
+    # every plash executable imports plash.lang on its start path
+    code = "import sys, plash.lang.macros; print(' '.join(sorted(sys.modules)))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.split())
+    assert loaded & {"typing", "dataclasses", "re", "shlex", "hashlib", "difflib", "urllib.request", "enum"} == set()
