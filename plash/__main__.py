@@ -40,44 +40,54 @@ def unknown_command(word: str) -> PlashError:
     return PlashError(f"no such command: {word or repr(word)}", hint=hint)
 
 
+def route(args: list[str]) -> list[str] | None:
+    """Run the command args names; return the words of the command to run next, if there is one (plash b)."""
+    first = args[0]
+    if first in ("-h", "--help"):
+        return ["help", *args[1:]]
+    if first == "run" and args[1:2] not in (["-h"], ["--help"]):
+        if "trio" in sys.modules:  # plash b run: the build ran trio, the container needs a fresh process
+            from plash import frontend
+
+            frontend.run_afresh(args[1:])
+        from plash.launch import run
+
+        run.main(args[1:])
+    elif "/" in first:
+        from plash import frontend
+
+        frontend.run_executable(first, args[1:])
+    elif first in ("--help-macros", "help-macros"):
+        from plash.lang.macros import help_text
+
+        sys.stdout.write(help_text() + "\n")
+    elif first.startswith("-") and first != "--version":
+        return ["b", "run", *args]
+    elif first in ("build", "eval", "b") and args[1:2] not in (["-h"], ["--help"]):
+        from plash import frontend
+
+        if first == "b":
+            return frontend.b(args[1:], COMMANDS)
+        {"build": frontend.main_build, "eval": frontend.main_eval}[first](args[1:])
+    elif first not in COMMANDS and first != "--version":
+        raise unknown_command(first)
+    else:
+        from plash.cli import main as cli_main
+
+        cli_main(args)
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = sys.argv[1:] if argv is None else argv
+    args: list[str] | None = sys.argv[1:] if argv is None else argv
     from plash.errors import report
 
     try:
-        first = args[0] if args else ""
         if not args:
             sys.stderr.write(NO_ARGUMENTS + "\n")
             sys.exit(1)
-        if first in ("-h", "--help"):
-            args = ["help", *args[1:]]
-            first = "help"
-        if first == "run" and args[1:2] not in (["-h"], ["--help"]):
-            from plash.launch import run
-
-            run.main(args[1:])
-        elif "/" in first:
-            from plash import frontend
-
-            frontend.run_executable(first, args[1:])
-        elif first in ("--help-macros", "help-macros"):
-            from plash.lang.macros import help_text
-
-            sys.stdout.write(help_text() + "\n")
-        elif first.startswith("-") and first != "--version":
-            from plash import frontend
-
-            frontend.b(["run", *args])
-        elif first in ("build", "eval", "b") and args[1:2] not in (["-h"], ["--help"]):
-            from plash import frontend
-
-            {"build": frontend.main_build, "eval": frontend.main_eval, "b": frontend.b}[first](args[1:])
-        elif first not in COMMANDS and first != "--version":
-            raise unknown_command(first)
-        else:
-            from plash.cli import main as cli_main
-
-            cli_main(args)
+        while args:  # plash b: build, then the command it names, here rather than in a second main()
+            args = route(args)
     except PlashError as e:
         report(e)
         sys.exit(e.exit_code)

@@ -146,9 +146,9 @@ def b_cmd(plashcmd: str, macros: tuple[str, ...]) -> None:
 
     `plash -X ...` (any first argument that is an option) means `plash b run -X ...`.
     """
-    from plash import frontend
+    from plash.__main__ import main as plash_main
 
-    frontend.b([plashcmd, *macros])
+    plash_main(["b", plashcmd, *macros])
 
 
 @cli.command("warm")

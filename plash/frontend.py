@@ -46,25 +46,20 @@ def split_dashdash(args: list[str]) -> tuple[list[str], list[str]]:
     return args, []
 
 
-def b(args: list[str]) -> None:
-    """plash b PLASHCMD MACROS... [-- ARGS...]: build, then plash PLASHCMD <id> ARGS..."""
+def b(args: list[str], commands: tuple[str, ...]) -> list[str]:
+    """plash b PLASHCMD MACROS... [-- ARGS...]: build, then return the command to run next, PLASHCMD <id> ARGS..."""
     from plash.errors import UsageError
 
     if not args:
         raise UsageError("missing PLASHCMD", "plash b PLASHCMD MACROS... [-- ARGS...]")
     cmd, rest = args[0], args[1:]
-    from plash.__main__ import COMMANDS, unknown_command
+    if cmd not in commands:
+        from plash.__main__ import unknown_command
 
-    if cmd not in COMMANDS:
         raise unknown_command(cmd)  # before building, not after
     macros, after = split_dashdash(rest)
     image = build_argv(macros)
-    if cmd == "run":
-        run_image(image, after)
-        return
-    from plash.__main__ import main
-
-    main([cmd, str(image), *after])
+    return [cmd, str(image), *after]
 
 
 def run_executable(path: str, args: list[str]) -> None:
@@ -84,23 +79,19 @@ def run_executable(path: str, args: list[str]) -> None:
         raise PlashError(f"{path}: no entrypoint", hint="add a line '--entrypoint CMD' or '--entrypoint-script'")
     argv = list(unquote_words(entry[-1])) + args
     if "trio" in sys.modules:
-        run_image(image, argv)
+        run_afresh([str(image), *argv])
     start(image_spec(store, image, argv))
 
 
-def run_image(image: int, argv: list[str]) -> None:
-    """Run argv in an image; after a trio build, from a fresh process.
+def run_afresh(args: list[str]) -> None:
+    """Run `plash run ARGS...` in a fresh process (this one ran trio).
 
     unshare(CLONE_NEWUSER) fails in a multi-threaded process, and trio leaves
     worker threads behind, so a build that ran trio re-executes `plash run`.
     """
-    if "trio" in sys.modules:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execv(sys.executable, [sys.executable, "-m", "plash", "run", str(image), *argv])
-    from plash.launch import run
-
-    run.main([str(image), *argv])
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "plash", "run", *args])
 
 
 def main_build(args: list[str]) -> None:
