@@ -11,13 +11,13 @@ import stat
 import sys
 from typing import BinaryIO
 
-from plash import config, testhook
-from plash.errors import ExitStatus, NoImage, PlashError, StoreError
+from plash import config
+from plash.errors import ExitStatus, NoImage, PlashError, StoreError, os_message, report
 from plash.launch import container, userns
 from plash.launch.child import in_namespace, rmtree_anywhere, wait_exit
 from plash.launch.run import image_spec
 from plash.store.layout import Store, full_store_note, open_store, parse_image_id
-from plash.store.staging import finish_staging, new_staging
+from plash.store.staging import Staging
 
 
 def store() -> Store:
@@ -56,10 +56,6 @@ def no_unshare() -> bool:
     return bool(os.environ.get("PLASH_NO_UNSHARE"))
 
 
-def _staging(s: Store, kind: str) -> str:
-    return new_staging(s, kind, with_work=False)
-
-
 def _discard(path: str) -> None:
     try:
         rmtree_anywhere(path)
@@ -70,58 +66,38 @@ def _discard(path: str) -> None:
 # -- create ---------------------------------------------------------------
 
 
-def run_to_staging(s: Store, image: int, argv: list[str], stdin: int | None = None) -> tuple[int, str]:
-    """Run argv in image with changes kept in a staging dir; return (exit status, staging)."""
-    staging = new_staging(s, "create")
-    residue = os.path.join(staging, "residue")
-    spec = image_spec(
-        s, image, argv, binds=config.BUILD_BINDS, staging=staging, residue_file=residue
-    )
+def create(image_text: str, argv: list[str]) -> int:
+    """Run argv in image (a shell script from stdin by default), its changes kept as a new child image."""
+    s, image = image_store(image_text, write=True)
+    with Staging.new(s, "create", container=True, remove=rmtree_anywhere) as staging:
+        code = _run_in_staging(s, image, argv or ["sh", "-e"], staging)
+        if code != 0:
+            full = full_store_note(s.path)  # before discarding frees the room
+            raise PlashError(f"command failed in image {image} (exit {code}); nothing was saved{full}")
+        try:
+            staging.finish()
+        except OSError:
+            if in_namespace(staging.finish):  # the work dir holds files of the namespace's ids
+                raise StoreError("cannot clean up the new layer") from None
+        return staging.publish(image)
+
+
+def _run_in_staging(s: Store, image: int, argv: list[str], staging: Staging) -> int:
+    """Run argv in image with its changes kept in the staging's upper dir; return its exit status."""
+    spec = image_spec(s, image, argv, binds=config.BUILD_BINDS, staging=staging)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
         try:
-            if stdin is not None:
-                os.dup2(stdin, 0)
             container.start(spec)
         except PlashError as e:
-            from plash.errors import report
-
             report(e)
         except BaseException as e:
-            from plash.errors import os_message
-
             sys.stderr.write(f"plash error: {os_message(e) if isinstance(e, OSError) else e}\n")
         finally:
             os._exit(1)
-    return wait_exit(pid), staging
-
-
-def commit_staging(s: Store, image: int, staging: str, meta: dict[str, list[str]] | None = None,
-                   key: str | None = None) -> int:
-    """Publish a staging dir made by run_to_staging as a new child of image."""
-    try:
-        finish_staging(staging)
-    except OSError:
-        if in_namespace(lambda: finish_staging(staging)):
-            raise StoreError("cannot clean up the new layer") from None
-    try:
-        return s.publish(os.path.join(staging, "img"), image, meta, key)
-    finally:
-        _discard(staging)  # published or not, nothing of it stays in tmp/
-
-
-def create(image_text: str, argv: list[str]) -> int:
-    s, image = image_store(image_text, write=True)
-    if not argv:
-        argv = ["sh", "-e"]
-    code, staging = run_to_staging(s, image, argv)
-    if code != 0:
-        full = full_store_note(s.path)  # before discarding frees the room
-        _discard(staging)
-        raise PlashError(f"command failed in image {image} (exit {code}); nothing was saved{full}")
-    return commit_staging(s, image, staging)
+    return wait_exit(pid)
 
 
 # -- tarballs ---------------------------------------------------------------
@@ -147,16 +123,11 @@ def import_stream(s: Store, stream: BinaryIO, meta: dict[str, list[str]] | None 
     """Unpack a tarball stream (in the user namespace, to keep ownership) as a new image."""
     from plash.store.unpack import unpack
 
-    staging = _staging(s, "import")
-    root = os.path.join(staging, "img", "root")
-    code = in_namespace(lambda: (unpack(stream, root), None)[1])
-    if code != 0:
-        _discard(staging)
-        raise ExitStatus(code)
-    try:
-        return s.publish(os.path.join(staging, "img"), 0, meta)
-    finally:
-        _discard(staging)
+    with Staging.new(s, "import", remove=rmtree_anywhere) as staging:
+        code = in_namespace(lambda: (unpack(stream, staging.upper), None)[1])
+        if code != 0:
+            raise ExitStatus(code)
+        return staging.publish(0, meta)
 
 
 def _layer_dirs(s: Store, image: int) -> tuple[str, ...]:
@@ -434,81 +405,14 @@ def purge() -> bool:
 
 
 def fsck(repair: bool) -> tuple[list[str], list[str], list[str]]:
-    """Check the store; with repair, fix what can be fixed safely.
+    """Check the store (see plash.store.fsck); with repair, fix what can be fixed safely.
 
-    Returns (broken, leftovers, repaired). Broken is what a reader could trip
-    on: entries pointing to nothing or to the wrong place, images without
-    their root or with unreadable meta. Leftovers are what killed processes
-    leave behind and `clean` reclaims; no reader ever sees them.
+    Returns (broken, leftovers, repaired).
     """
-    import fcntl
-
-    from plash.store.layout import TRASH_PREFIX, owner_alive
+    from plash.store.fsck import check
 
     s = store() if repair else existing_store()  # checking alone creates nothing
-    broken: list[str] = []
-    leftovers: list[str] = []
-    # Under the store's lock, so that an rm or a publish running beside fsck is
-    # seen before or after, never half-way (as a dangling entry, say).
-    import contextlib
-
-    has_lock = os.path.exists(s.lock_file)  # a store without one: nothing to race with
-    with s.locked() if has_lock else contextlib.nullcontext():
-        testhook.pause("fsck-locked")
-        for d, label in ((s.index, "index"), (s.maps, "map"), (s.keys, "keys")):
-            if not os.path.isdir(d):
-                continue
-            for name in sorted(os.listdir(d)):
-                p = os.path.join(d, name)
-                if not os.path.islink(p):
-                    broken.append(f"{label}/{name}: not a symlink")
-                elif not os.path.exists(p):
-                    broken.append(f"{label}/{name}: points to nothing")
-                elif label == "index" and os.path.basename(os.readlink(p)) != name:
-                    broken.append(f"index/{name}: points to image dir {os.path.basename(os.readlink(p))}")
-        bad_images = []
-        for image in s.ids():
-            try:
-                d = s.image_dir(image)
-                missing = [x for x in ("root", "meta") if not os.path.lexists(os.path.join(d, x))]
-                keyless = not missing and "key" not in s.meta(image)
-            except NoImage:
-                continue  # removed since it was listed (an rm running beside fsck): no damage
-            if missing:
-                broken.append(f"image {image}: missing {' and '.join(missing)}")
-                bad_images.append(image)
-            elif keyless:
-                broken.append(f"image {image}: meta has no key (written by something else than plash)")
-                bad_images.append(image)
-        indexed = set()
-        for i in s.ids():
-            try:
-                indexed.add(os.path.realpath(s.image_dir(i)))
-            except NoImage:
-                pass
-        for dirpath, dirnames, _ in os.walk(s.root0):
-            for dn in list(dirnames):
-                if dn.isdigit() and os.path.realpath(os.path.join(dirpath, dn)) not in indexed:
-                    leftovers.append(f"{os.path.relpath(os.path.join(dirpath, dn), s.path)}: image dir without index entry")
-            dirnames[:] = [dn for dn in dirnames if dn.isdigit()]
-        for name in sorted(os.listdir(s.locks)) if os.path.isdir(s.locks) else []:
-            try:
-                fd = os.open(os.path.join(s.locks, name), os.O_RDONLY | os.O_CLOEXEC)
-            except FileNotFoundError:
-                continue  # released meanwhile
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                leftovers.append(f"locks/{name}: left by a process that is gone")
-            except BlockingIOError:
-                pass  # held: a build is under way
-            finally:
-                os.close(fd)
-        for name in sorted(os.listdir(s.tmp)) if os.path.isdir(s.tmp) else []:
-            if not owner_alive(name):
-                leftovers.append(f"tmp/{name}: left by a process that is gone")
-        for name in sorted(os.listdir(s.path)):
-            if name.startswith(TRASH_PREFIX) and not owner_alive(name[len(TRASH_PREFIX):]):
-                leftovers.append(f"{name}: left by a purge that was killed")
+    broken, leftovers, bad_images = check(s)
     repaired: list[str] = []
     if repair and (broken or leftovers):
         for image in bad_images:

@@ -52,3 +52,23 @@ def exported_names() -> list[str]:
 
 def debug() -> bool:
     return os.environ.get("PLASH_DEBUG", "") not in ("", "0")
+
+
+# The Debian mirror of --from-debootstrap (PLASH_DEBIAN_MIRROR overrides it).
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+
+def default_mirror() -> str:
+    return os.environ.get("PLASH_DEBIAN_MIRROR", DEFAULT_MIRROR)
+
+
+def limits(steps: int = 2) -> dict[str, int]:
+    """How many jobs of each kind one plash process runs at once.
+
+    import: base images being imported; step: build steps (warm -j);
+    download: blob and tarball downloads of all imports together
+    (PLASH_DOWNLOADS, default 4).
+    """
+    text = os.environ.get("PLASH_DOWNLOADS", "").strip()
+    downloads = int(text) if text.isdigit() and int(text) > 0 else 4
+    return {"import": 4, "step": max(1, steps), "download": downloads}

@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+import enum
+
+
+class Kind(enum.StrEnum):
+    """The closed set of event kinds (string-valued, so a renderer may compare with the text)."""
+
+    DOWNLOAD_START = "download-start"  # label: what is downloaded; total: its size if known
+    DOWNLOAD_PROGRESS = "download-progress"  # done bytes of total
+    DOWNLOAD_DONE = "download-done"  # done: the bytes received, verified
+    NOTE = "note"  # label: one line for the user
+    STEP_OUTPUT = "step-output"  # label: the step ("layer N/M"); text: one line of its output
+    STEP_DONE = "step-done"
+
 
 class Event:
-    """kind: download-start, download-progress, download-done, note, step-output or step-done."""
+    """One thing that happened: kind, what it is about (label), progress (done of total), a text line."""
 
     __slots__ = ("kind", "label", "done", "total", "text")
 
-    def __init__(self, kind: str, label: str, done: int = 0, total: int | None = None, text: str = "") -> None:
+    def __init__(self, kind: Kind, label: str, done: int = 0, total: int | None = None, text: str = "") -> None:
         self.kind, self.label, self.done, self.total, self.text = kind, label, done, total, text
 
     def __repr__(self) -> str:
-        return f"Event({self.kind!r}, {self.label!r}, {self.done}, {self.total}, {self.text!r})"
+        return f"Event({self.kind.value!r}, {self.label!r}, {self.done}, {self.total}, {self.text!r})"
+
+
+def note(text: str) -> Event:
+    return Event(Kind.NOTE, text)
+
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
+
+    Emit = Callable[[Event], None]  # where the engine sends its events

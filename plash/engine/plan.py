@@ -13,10 +13,13 @@ from plash.errors import PlashError
 from plash.lang.hashpath import sha256
 from plash.lang.macros import HINT
 from plash.lang.quoting import unquote_words
+from plash.store.layout import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from plash.lang.tokens import Where
+
+IMPORTED = ("tarball", "debootstrap", "lxc", "url", "docker")  # the source kinds made by an import
 
 ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armhf", "i686": "i386", "ppc64le": "ppc64el",
         "s390x": "s390x", "riscv64": "riscv64"}
@@ -124,3 +127,69 @@ def layer_keys(base_key: str, layers: list[RawLayer]) -> list[Layer]:
         out.append(Layer(text, shell, meta, key, where))
         parent = key
     return out
+
+
+class Prepared:
+    """A build's plan against one store: the base, the layers, which are cached, and where steps run.
+
+    cwd is the directory build steps start in when it exists inside the image
+    (the caller's, or a plash executable's own); it is not part of any key.
+    """
+
+    def __init__(self, source: Source, base_id: int | None, base_key: str, layers: list[Layer],
+                 ids: list[int | None], cwd: str = "/") -> None:
+        self.source, self.base_id, self.base_key = source, base_id, base_key
+        self.layers, self.ids, self.cwd = layers, ids, cwd
+
+    @property
+    def complete(self) -> bool:
+        return self.base_id is not None and all(i is not None for i in self.ids)
+
+    @property
+    def final_id(self) -> int | None:
+        return self.ids[-1] if self.ids else self.base_id
+
+    @property
+    def final_key(self) -> str:
+        return self.layers[-1].key if self.layers else self.base_key
+
+
+def resolve_source(store: Store, source: Source | None) -> tuple[int | None, str]:
+    """The base image id (None if it must be imported first) and its key."""
+    if source is None:
+        raise PlashError("no base image", hint="start with --from IMAGE, --from-tarball FILE or --from-debootstrap SUITE")
+    if source.kind == "id":
+        image = int(source.args[0])
+        store.image_dir(image)
+        return image, store.key_of(image)
+    if source.kind == "map":
+        found = store.map_get(source.args[0])
+        if found is None:
+            raise PlashError(f"no map: {source.args[0]}")
+        return found, store.key_of(found)
+    if source.kind not in IMPORTED:
+        raise PlashError(f"unknown image source: {source.kind}")
+    key = source.import_key()
+    return store.lookup_key(key), key
+
+
+def prepare(store: Store, lines: list[tuple[str, Where]], cwd: str | None = None) -> Prepared:
+    """The plan of a build script: what is cached already is found here, synchronously (no trio)."""
+    source, raw = split_script(lines)
+    base_id, base_key = resolve_source(store, source)
+    assert source is not None
+    layers = layer_keys(base_key, raw)
+    ids: list[int | None] = []
+    parent_ok = base_id is not None
+    for layer in layers:
+        found = store.lookup_key(layer.key) if parent_ok else None
+        ids.append(found)
+        parent_ok = found is not None
+    return Prepared(source, base_id, base_key, layers, ids, cwd or _cwd())
+
+
+def _cwd() -> str:
+    try:
+        return os.getcwd()
+    except OSError:
+        return "/"

@@ -1,16 +1,22 @@
-"""Run a DAG of jobs on trio: one nursery, separate limits per resource.
+"""Run a DAG of jobs on trio: one nursery, one limit per resource for the whole process.
 
-`ready()` is the pure step: which jobs may start given what is done and
-running. `run_dag()` starts every ready job in one nursery; the first failure
-cancels its siblings (the nursery does that), so the caller sees one error.
-Identical jobs are merged by key before they get here.
+The order comes from graphlib.TopologicalSorter (which also finds cycles
+and unknown dependencies); `run_dag()` starts every ready job in one
+nursery, and the first failure cancels its siblings (the nursery does
+that), so the caller sees one error. Identical jobs are merged by key
+before they get here. Work a job does inside (the downloads of an image
+import) takes its slots from the same limiters, through `limit()`.
 """
 
 from __future__ import annotations
 
+import contextvars
+import graphlib
 from typing import Any, Awaitable, Callable
 
 import trio
+
+from plash.errors import PlashError
 
 
 class Job:
@@ -25,35 +31,38 @@ class Job:
         self.label = label or key
 
 
-def ready(jobs: dict[str, Job], done: set[str], started: set[str]) -> list[Job]:
-    """Jobs not yet started whose dependencies are all done."""
-    return [j for k, j in jobs.items() if k not in started and all(d in done for d in j.deps)]
+class Skipped(Exception):
+    """A job that did not run because a job it depends on failed (with keep_going)."""
 
 
-def check_dag(jobs: dict[str, Job]) -> None:
-    """Every dependency exists and there is no cycle."""
+_limiters: contextvars.ContextVar[dict[str, trio.CapacityLimiter]] = contextvars.ContextVar("plash_limiters")
+
+
+def limit(resource: str) -> trio.CapacityLimiter:
+    """The process-wide limiter of a resource in the running DAG (one is made on first use outside one)."""
+    table = _limiters.get(None)
+    if table is None:
+        table = {}
+        _limiters.set(table)
+    if resource not in table:
+        from plash import config
+
+        table[resource] = trio.CapacityLimiter(config.limits().get(resource, 1))
+    return table[resource]
+
+
+def sorter(jobs: dict[str, Job]) -> graphlib.TopologicalSorter[str]:
+    """The jobs' order; ValueError for a dependency that is no job or a cycle."""
     for j in jobs.values():
         for d in j.deps:
             if d not in jobs:
                 raise ValueError(f"job {j.key} depends on unknown job {d}")
-    state: dict[str, int] = {}
-
-    def visit(k: str) -> None:
-        if state.get(k) == 1:
-            raise ValueError(f"dependency cycle through {k}")
-        if state.get(k) == 2:
-            return
-        state[k] = 1
-        for d in jobs[k].deps:
-            visit(d)
-        state[k] = 2
-
-    for k in jobs:
-        visit(k)
-
-
-class Skipped(Exception):
-    """A job that did not run because a job it depends on failed (with keep_going)."""
+    order: graphlib.TopologicalSorter[str] = graphlib.TopologicalSorter({k: j.deps for k, j in jobs.items()})
+    try:
+        order.prepare()
+    except graphlib.CycleError as e:
+        raise ValueError(f"dependency cycle through {e.args[1][0]}") from None
+    return order
 
 
 async def run_dag(jobs: dict[str, Job], limits: dict[str, int], keep_going: bool = False) -> dict[str, Any]:
@@ -63,25 +72,22 @@ async def run_dag(jobs: dict[str, Job], limits: dict[str, int], keep_going: bool
     job's exception becomes its result, the jobs depending on it get Skipped,
     and everything else still runs.
     """
-    check_dag(jobs)
-    limiters = {name: trio.CapacityLimiter(n) for name, n in limits.items()}
+    order = sorter(jobs)
+    _limiters.set({name: trio.CapacityLimiter(n) for name, n in limits.items()})
     results: dict[str, Any] = {}
-    done: set[str] = set()
-    started: set[str] = set()
     send, receive = trio.open_memory_channel[str](len(jobs) or 1)
 
     async def one(job: Job) -> None:
-        limiter = limiters.get(job.resource)
         args = [results[d] for d in job.deps]
         failed = next((a for a in args if isinstance(a, BaseException)), None)
         try:
             if failed is not None:
                 results[job.key] = Skipped(str(failed))
-            elif limiter is None:
-                results[job.key] = await job.run(*args)
-            else:
-                async with limiter:
+            elif job.resource in limits:
+                async with limit(job.resource):
                     results[job.key] = await job.run(*args)
+            else:
+                results[job.key] = await job.run(*args)
         except Exception as e:
             if not keep_going:
                 raise
@@ -89,9 +95,39 @@ async def run_dag(jobs: dict[str, Job], limits: dict[str, int], keep_going: bool
         await send.send(job.key)
 
     async with trio.open_nursery() as nursery:
-        while len(done) < len(jobs):
-            for job in ready(jobs, done, started):
-                started.add(job.key)
-                nursery.start_soon(one, job)
-            done.add(await receive.receive())
+        while order.is_active():
+            for key in order.get_ready():
+                nursery.start_soon(one, jobs[key])
+            order.done(await receive.receive())
     return results
+
+
+def run(main: Callable[..., Awaitable[Any]], *args: Any, emit: object = None) -> Any:
+    """trio.run(main, *args), with the one error of a failed nursery raised alone and the renderer closed."""
+    try:
+        return trio.run(main, *args)
+    except BaseExceptionGroup as group:
+        raise first_error(group) from None
+    finally:
+        close = getattr(emit, "close", None)
+        if close:
+            close()
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error to report from a nursery's group: a PlashError or Ctrl-C first."""
+    flat: list[BaseException] = []
+
+    def walk(e: BaseException) -> None:
+        if isinstance(e, BaseExceptionGroup):
+            for sub in e.exceptions:
+                walk(sub)
+        else:
+            flat.append(e)
+
+    walk(group)
+    for kind in (KeyboardInterrupt, PlashError):
+        for e in flat:
+            if isinstance(e, kind):
+                return e
+    return flat[0] if flat else group

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 
-from plash.engine.build import Prepared, first_error, prepare
+from plash import config
+from plash.engine.plan import Prepared, prepare
 from plash.errors import PlashError
-from plash.store.layout import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable
+    from typing import Any, Callable
 
-    from plash.engine.jobs import Emit
+    from plash.engine.events import Emit
+    from plash.engine.scheduler import Job
+    from plash.store.layout import Store
 
 
 def warm(store: Store, files: list[str], parallel: int, keep_going: bool,
@@ -28,39 +30,32 @@ def warm(store: Store, files: list[str], parallel: int, keep_going: bool,
             if not keep_going:
                 raise
             plans[f] = e
-    todo = {f: p for f, p in plans.items() if isinstance(p, Prepared) and not p.complete}
-    results: dict[str, object] = {}
+    todo = [p for p in plans.values() if isinstance(p, Prepared) and not p.complete]
+    results: dict[str, Any] = {}
     if todo:
-        import trio
-
-        from plash.engine import jobs
-        from plash.engine.scheduler import run_dag
+        # trio and the engine are loaded only now: a fully cached warm does without them (start-up speed)
+        from plash.engine.locks import Holds
+        from plash.engine.scheduler import run, run_dag
+        from plash.engine.steps import build_jobs
 
         emit = make_emit()
-        holds = jobs.Holds(store)
-        dag: dict = {}
-        for p in todo.values():
-            for key, job in jobs.build_jobs(store, p, emit, holds).items():
+        holds = Holds(store)
+        dag: dict[str, Job] = {}
+        for p in todo:
+            for key, job in build_jobs(store, p, emit, holds).items():
                 dag.setdefault(key, job)  # the same key is the same work: keep one job
-        limits = dict(jobs.LIMITS, step=max(1, parallel))
         try:
-            results = trio.run(run_dag, dag, limits, keep_going)
-        except BaseExceptionGroup as group:
-            raise first_error(group) from None
+            results = run(run_dag, dag, config.limits(parallel), keep_going, emit=emit)
         finally:
             holds.close()
-            close = getattr(emit, "close", None)
-            if close:
-                close()
     out: list[tuple[str, int | PlashError]] = []
     for f, plan in plans.items():
         if isinstance(plan, PlashError):
             out.append((f, plan))
         elif plan.complete:
-            out.append((f, plan.final_id))  # type: ignore[arg-type]
+            assert plan.final_id is not None
+            out.append((f, plan.final_id))
         else:
-            from plash.engine import jobs
-
-            r = results.get(jobs.final_key(plan))
+            r = results.get(plan.final_key)
             out.append((f, r if isinstance(r, int) else PlashError(str(r))))
     return out

@@ -1,12 +1,14 @@
 """Launcher entry for the engine, which cannot fork (trio runs): python -m plash.launch OP ARGS.
 
     step FILE       run a build step in a container, changes kept in staging;
-                    FILE holds JSON: {"store", "image", "shell", "staging", "cwd"}
-                    (a file, not argv: a layer's shell text may be megabytes)
+                    FILE holds a plash.launch.stepspec.StepSpec
     finish STAGING  remove launcher residue and the work dir of a staging dir
     rmtree PATH     delete a tree that may hold files of subordinate ids
     unpack DIR      unpack a tarball from stdin into DIR, in the user namespace
     unpack-oci DIR  the same for an OCI layer (whiteouts become overlayfs whiteouts)
+
+With `--errors FD` (after --parent), a failure is written to FD as JSON
+{"message", "hint"} instead of to stderr: the engine reads it as data.
 
 With `--parent PID` first (the plash engine), a step's launcher stays as the
 parent of its shell and kills the step's whole process group when that
@@ -17,12 +19,12 @@ and trio forks from worker threads.)
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 from plash import config
 from plash.errors import PlashError, os_message, report
+from plash.launch.stepspec import StepSpec
 
 
 def _with_namespace_fallback(work) -> None:  # type: ignore[no-untyped-def]
@@ -40,14 +42,15 @@ def _with_namespace_fallback(work) -> None:  # type: ignore[no-untyped-def]
 SHELL_IN_ARGV = 64 * 1024
 
 
-def step(spec: dict, parent: int = 0) -> None:
+def step(spec: StepSpec, parent: int = 0) -> None:
     from plash.launch import userns
     from plash.launch.container import start
     from plash.launch.run import image_spec
     from plash.store.layout import Store
+    from plash.store.staging import Staging
 
-    store = Store(spec["store"])
-    shell = spec["shell"]
+    store = Store(spec.store)
+    shell = spec.shell
     if len(shell.encode("utf-8", "surrogateescape")) < SHELL_IN_ARGV:
         argv = ["/bin/sh", "-e", "-x", "-c", shell]
     else:
@@ -58,9 +61,8 @@ def step(spec: dict, parent: int = 0) -> None:
         argv = ["/bin/sh", "-e", "-x", f"/proc/self/fd/{script}"]
     # The step runs where the user is (or the executable's directory) when
     # that exists inside the image, as the original did: home is shared.
-    cspec = image_spec(store, int(spec["image"]), argv, binds=config.BUILD_BINDS, staging=spec["staging"],
-                       residue_file=os.path.join(spec["staging"], "residue"), cwd=spec.get("cwd") or "/",
-                       build_step=True)
+    cspec = image_spec(store, spec.image, argv, binds=config.BUILD_BINDS, staging=Staging(store, spec.staging),
+                       cwd=spec.cwd, build_step=True)
     env = dict(cspec.env)
     if os.getuid() != 0 and userns.id_ranges() is None:
         # Only uid 0 exists in the namespace: apt's drop to _apt would fail.
@@ -95,18 +97,20 @@ def die_with(engine: int) -> None:
 
 
 def main(argv: list[str]) -> int:
+    errors = -1
     try:
         parent = 0
         if argv[:1] == ["--parent"]:
             parent, argv = int(argv[1]), argv[2:]
+        if argv[:1] == ["--errors"]:  # a pipe: a failure goes there as JSON (message, hint)
+            errors, argv = int(argv[1]), argv[2:]
         op, *args = argv
         if op == "step":
-            with open(args[0], encoding="utf-8", errors="surrogateescape") as f:
-                step(json.load(f), parent)
+            step(StepSpec.read(args[0]), parent)
         elif op == "finish":
-            from plash.store.staging import finish_staging
+            from plash.store.staging import Staging
 
-            _with_namespace_fallback(lambda: finish_staging(args[0]))
+            _with_namespace_fallback(Staging.at(args[0]).finish)
         elif op in ("unpack", "unpack-oci"):
             from plash.launch import userns
             from plash.store.unpack import unpack
@@ -123,12 +127,25 @@ def main(argv: list[str]) -> int:
             sys.stderr.write(f"plash.launch: unknown operation {op}\n")
             return 2
     except PlashError as e:
-        report(e)
+        if errors < 0 or not _report_to(errors, e.message, e.hint):
+            report(e)
         return e.exit_code
     except OSError as e:
-        sys.stderr.write(f"plash error: {os_message(e)}\n")
+        if errors < 0 or not _report_to(errors, os_message(e), None):
+            sys.stderr.write(f"plash error: {os_message(e)}\n")
         return 1
     return 0
+
+
+def _report_to(fd: int, message: str, hint: str | None) -> bool:
+    """Send a failure to the engine as data; False if the pipe is gone."""
+    import json
+
+    try:
+        os.write(fd, json.dumps({"message": message, "hint": hint}).encode())
+    except OSError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

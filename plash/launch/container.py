@@ -15,6 +15,11 @@ import sys
 from plash import config, testhook
 from plash.errors import LaunchError
 from plash.launch import syscalls, userns
+from plash.store.layout import Store
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from plash.store.staging import Staging
 
 OVERLAY_HINT = (
     "the kernel refused the overlay mount; plash needs Linux >= 5.11 with overlayfs "
@@ -55,9 +60,8 @@ class ContainerSpec:
         cwd: str = "/",
         env: tuple[tuple[str, str], ...] = (),
         binds: tuple[tuple[str, str], ...] = (),  # (host source, path inside)
-        staging: str | None = None,  # keep changes in staging/img/root (create, build)
+        staging: Staging | None = None,  # keep changes in the staging's upper dir (create, build)
         readonly: bool = False,
-        residue_file: str | None = None,
         fallback_cwd: str = "/",  # where to start when the caller's cwd is not in the image
         supervise: int = 0,  # a pid: stay as the command's parent, kill its group when that pid is gone
         profile: bool = False,  # start argv from the image's /etc/profile environment
@@ -71,7 +75,6 @@ class ContainerSpec:
         self.binds = binds
         self.staging = staging
         self.readonly = readonly
-        self.residue_file = residue_file
         self.fallback_cwd = fallback_cwd
         self.supervise = supervise
         self.profile = profile
@@ -80,8 +83,8 @@ class ContainerSpec:
 
 def root_dir(spec: ContainerSpec) -> str:
     if spec.staging:
-        return os.path.join(spec.staging, "mnt")
-    return os.path.join(spec.store, "mnt", "root")
+        return spec.staging.mnt
+    return Store(spec.store).run_root
 
 
 def overlay_options(spec: ContainerSpec) -> str:
@@ -93,11 +96,9 @@ def overlay_options(spec: ContainerSpec) -> str:
     lowers = [f"{d}/root" for d in spec.layer_dirs] + ["0/root"]
     opts = ["lowerdir=" + ":".join(lowers)]
     if not spec.readonly:
-        if spec.staging:
-            rel = os.path.relpath(spec.staging, os.path.join(spec.store, "index"))
-            opts += [f"upperdir={rel}/img/root", f"workdir={rel}/work"]
-        else:
-            opts += ["upperdir=../mnt/upper", "workdir=../mnt/work"]
+        store = Store(spec.store)
+        upper, work = (spec.staging.upper, spec.staging.work) if spec.staging else (store.run_upper, store.run_work)
+        opts += [f"upperdir={os.path.relpath(upper, store.index)}", f"workdir={os.path.relpath(work, store.index)}"]
     # userxattr: overlay metadata lives in user.overlay.* for root and non-root alike,
     # so layers mean the same whoever made them.
     opts.append("userxattr")
@@ -107,11 +108,12 @@ def overlay_options(spec: ContainerSpec) -> str:
 def plan(spec: ContainerSpec) -> list[MountOp]:
     """The ordered mount operations for a container (no I/O)."""
     ops: list[MountOp] = []
-    mnt = os.path.join(spec.store, "mnt")
+    store = Store(spec.store)
     root = root_dir(spec)
     if not spec.staging:
-        ops.append(MountOp("tmpfs", mnt, why="throw-away upper dir, freed with the namespace"))
-        ops.append(MountOp("mkdirs", mnt, options="upper work root"))
+        ops.append(MountOp("tmpfs", store.mnt, why="throw-away upper dir, freed with the namespace"))
+        names = " ".join(os.path.relpath(d, store.mnt) for d in (store.run_upper, store.run_work, store.run_root))
+        ops.append(MountOp("mkdirs", store.mnt, options=names))
     ops.append(
         MountOp(
             "overlay",
@@ -223,7 +225,7 @@ def apply(spec: ContainerSpec, ops: list[MountOp]) -> list[str]:
                     os.mkdir(os.path.join(op.target, d), 0o755)
             elif op.kind == "overlay":
                 # Relative lower/upper paths are resolved from store/index by mount(2).
-                os.chdir(os.path.join(spec.store, "index"))
+                os.chdir(Store(spec.store).index)
                 flags = syscalls.MS_RDONLY if op.readonly else 0
                 try:
                     syscalls.mount("overlay", op.target, "overlay", flags, op.options)
@@ -360,8 +362,6 @@ def hold_image(spec: ContainerSpec) -> None:
     """
     if not spec.layer_dirs:
         return
-    from plash.store.layout import Store
-
     Store(spec.store).hold(int(spec.layer_dirs[0]), inherit=True)
 
 
@@ -373,8 +373,8 @@ def start(spec: ContainerSpec) -> None:
         userns.enter()
         ops = plan(spec)
         created = apply(spec, ops)
-        if spec.residue_file:
-            with open(spec.residue_file, "w") as f:
+        if spec.staging:
+            with open(spec.staging.residue, "w") as f:
                 f.write("\n".join(created))
     except OSError as e:
         raise LaunchError(f"cannot set up the container: {e.strerror or e}") from e
@@ -411,7 +411,7 @@ def with_profile(argv: list[str], assigned: tuple[tuple[str, str], ...]) -> list
     return ["/bin/sh", "-c", PROFILE_SCRIPT, "plash", str(len(assigned)), *(f"{k}={v}" for k, v in assigned), *argv]
 
 
-def supervise(engine: int, root: str, staging: str | None) -> None:
+def supervise(engine: int, root: str, staging: Staging | None) -> None:
     """Fork: the child returns (to exec the command); this process waits and exits as it does.
 
     If the engine process dies first (say, SIGKILL), it kills the process
@@ -446,9 +446,7 @@ def supervise(engine: int, root: str, staging: str | None) -> None:
     if code == 0 and staging:
         try:
             syscalls.umount(root, syscalls.MNT_DETACH)
-            from plash.store.staging import finish_staging
-
-            finish_staging(staging)
+            staging.finish()
         except OSError:
             pass  # the engine sees the work dir still there and finishes it itself
     os._exit(code if code >= 0 else 128 - code)

@@ -9,14 +9,17 @@ from plash.errors import PlashError
 from plash.launch.container import ContainerSpec, container_env, split_assignments, start
 from plash.store.layout import Store, parse_image_id
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from plash.store.staging import Staging
+
 
 def image_spec(
     store: Store,
     image: int,
     argv: list[str],
     binds: tuple[str, ...] = config.RUN_BINDS,
-    staging: str | None = None,
-    residue_file: str | None = None,
+    staging: Staging | None = None,
     cwd: str | None = None,
     build_step: bool = False,
 ) -> ContainerSpec:
@@ -57,7 +60,6 @@ def image_spec(
         env=tuple(env.items()),
         binds=tuple(all_binds),
         staging=staging,
-        residue_file=residue_file,
         fallback_cwd=meta.get("oci_workdir", ["/"])[0],
         # Docker images bring their own environment (the config's Env), which a
         # distribution's /etc/profile would override (PATH): theirs is kept as is.

@@ -376,6 +376,23 @@ class Store:
 
     # -- locking and temp dirs -----------------------------------------
 
+    def key_lock(self, key: str) -> str:
+        """The lock file of one cache key, held while its layer or import is made."""
+        return os.path.join(self.locks, key)
+
+    @property
+    def run_root(self) -> str:
+        """Where `run` mounts a container's root, in its private mount namespace (on a tmpfs at mnt/)."""
+        return os.path.join(self.mnt, "root")
+
+    @property
+    def run_upper(self) -> str:
+        return os.path.join(self.mnt, "upper")
+
+    @property
+    def run_work(self) -> str:
+        return os.path.join(self.mnt, "work")
+
     @property
     def lock_file(self) -> str:
         return os.path.join(self.path, "lock")

@@ -1,8 +1,18 @@
-"""Staging dirs for new layers: tmp/<owner>/img/root (the upper dir), work/, mnt/.
+"""Staging dirs: where a new layer is made before it is published.
 
-After the container that wrote a layer has ended, `finish_staging` removes
-the mount points the launcher had to create (listed in tmp/<owner>/residue)
-and overlayfs's work dir, so the layer holds only what the command changed.
+    tmp/<owner>.<kind>-<token>/
+      img/         the image dir to be: publish renames it into layer/
+      img/root/    the layer's files (the overlay upper dir of a container step)
+      work/        overlayfs's work dir (container steps only)
+      mnt/         the container's root mount point (container steps only)
+      residue      the mount points the launcher had to create, one per line
+      step.json    a build step's spec for the launcher
+
+A `Staging` is made (`Staging.new`), filled by a producer (a container
+step, an unpacker), finished (`finish`: residue and work dir gone, so the
+layer holds only what the command changed), published and discarded;
+`with Staging.new(...) as st:` discards it on the way out, published or
+not. Only this module knows the names inside a staging dir.
 """
 
 from __future__ import annotations
@@ -10,27 +20,116 @@ from __future__ import annotations
 import os
 import stat
 
+from plash.errors import PlashError
 from plash.store.layout import Store, rmtree
 
+TYPE_CHECKING = False  # typing is not imported at run time: a step's launcher starts with this
+if TYPE_CHECKING:
+    from typing import Callable
 
-def new_staging(s: Store, kind: str, with_work: bool = True) -> str:
-    staging = s.mkdtemp(kind)
-    os.makedirs(os.path.join(staging, "img", "root"))
-    if with_work:
-        os.mkdir(os.path.join(staging, "work"))
-        os.mkdir(os.path.join(staging, "mnt"))
-    return staging
+    Remover = Callable[[str], None]
 
 
-def finish_staging(staging: str) -> None:
-    upper = os.path.join(staging, "img", "root")
-    try:
-        with open(os.path.join(staging, "residue")) as f:
-            created = [line for line in f.read().split("\n") if line]
-    except FileNotFoundError:
-        created = []
-    remove_residue(upper, created)
-    rmtree(os.path.join(staging, "work"))
+class Staging:
+    """One staging dir of a store; its inner paths are properties."""
+
+    def __init__(self, store: Store, path: str, remove: Remover | None = None) -> None:
+        self.store, self.path = store, path
+        self.remove = remove or rmtree  # how to delete it when files of other ids may be inside
+        self.published: int | None = None
+
+    @classmethod
+    def new(cls, store: Store, kind: str, container: bool = False, remove: Remover | None = None) -> Staging:
+        """A fresh staging dir in the store's tmp/; container: with the work and mount dirs a step needs."""
+        staging = cls(store, store.mkdtemp(kind), remove)
+        os.makedirs(staging.upper)
+        if container:
+            os.mkdir(staging.work)
+            os.mkdir(staging.mnt)
+        return staging
+
+    @classmethod
+    def at(cls, path: str) -> Staging:
+        """The staging dir at path, in the store it lies in (tmp/NAME of the store)."""
+        return cls(Store(os.path.dirname(os.path.dirname(os.path.abspath(path)))), path)
+
+    @property
+    def img(self) -> str:
+        return os.path.join(self.path, "img")
+
+    @property
+    def upper(self) -> str:
+        return os.path.join(self.path, "img", "root")
+
+    @property
+    def work(self) -> str:
+        return os.path.join(self.path, "work")
+
+    @property
+    def mnt(self) -> str:
+        return os.path.join(self.path, "mnt")
+
+    @property
+    def residue(self) -> str:
+        return os.path.join(self.path, "residue")
+
+    @property
+    def step_file(self) -> str:
+        return os.path.join(self.path, "step.json")
+
+    @property
+    def finished(self) -> bool:
+        """No work dir left: the layer is ready to publish."""
+        return not os.path.lexists(self.work)
+
+    def finish(self) -> None:
+        """Remove the mount points the launcher created (and dirs copied up only for them) and the work dir.
+
+        The work dir may hold files of the namespace's ids: call it where they can be deleted.
+        """
+        try:
+            with open(self.residue) as f:
+                created = [line for line in f.read().split("\n") if line]
+        except FileNotFoundError:
+            created = []
+        remove_residue(self.upper, created)
+        rmtree(self.work)
+
+    def publish(self, parent: int, meta: dict[str, list[str]] | None = None, key: str | None = None) -> int:
+        """Publish the finished layer as a new child of parent (see Store.publish); return its id."""
+        self.published = self.store.publish(self.img, parent, meta, key)
+        return self.published
+
+    def discard_published(self) -> bool:
+        """After publish only a few empty dirs and small files of ours are left: remove them; False if more is."""
+        try:
+            for name in os.listdir(self.path):
+                p = os.path.join(self.path, name)
+                if os.path.isdir(p) and not os.path.islink(p):
+                    os.rmdir(p)
+                else:
+                    os.unlink(p)
+            os.rmdir(self.path)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        return True
+
+    def discard(self) -> None:
+        """Delete the staging dir, published or not; what cannot be deleted now is left for `plash clean`."""
+        if self.published is not None and self.discard_published():
+            return
+        try:
+            self.remove(self.path)
+        except (OSError, PlashError):
+            pass  # clean reclaims dirs whose owner is gone
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.discard()
 
 
 def remove_residue(upper: str, created: list[str]) -> None:

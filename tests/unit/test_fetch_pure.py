@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from plash.engine.docker import config_meta
 from plash.engine.fetch.http import FetchError, size_text
 from plash.engine.fetch.oci import (
     check_descriptor,
@@ -15,6 +14,7 @@ from plash.engine.fetch.oci import (
     parse_json,
     registry_host,
 )
+from plash.engine.imports.oci import config_meta
 
 DIGEST = "sha256:" + "ab" * 32
 

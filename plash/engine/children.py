@@ -1,0 +1,119 @@
+"""Child processes of the engine: launcher children, host tools, and how their errors come back.
+
+The engine runs trio, so it must not fork or unshare itself: work inside
+namespaces happens in `python -m plash.launch` children. Each child runs in
+its own session, so cancelling kills its whole process group. A launcher
+child reports a failure as data (message and hint, JSON on a pipe of its
+own), not as text the engine would have to parse from its stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import trio
+
+from plash.errors import PlashError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable
+
+    from plash.store.staging import Staging
+
+
+def launcher(*args: str) -> list[str]:
+    """A launcher child's command line; it dies with this process (see plash.launch)."""
+    return [sys.executable, "-m", "plash.launch", "--parent", str(os.getpid()), *args]
+
+
+async def _kill_group(proc: trio.Process) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+async def run_child(argv: list[str], stdin: int | None = None, stdout: int | None = None,
+                    on_line: Callable[[str], None] | None = None, errors: bool = False) -> int:
+    """Run a child in its own session; kill its whole group if cancelled; return its exit status.
+
+    stdout defaults to this process's stderr (a child's output is never a
+    result). With on_line, its stdout and stderr are read line by line
+    instead. With errors, argv is a launcher's and a failure it reports
+    (message and hint) is raised here as a PlashError.
+    """
+    report_r = report_w = -1
+    crash: list[str] = []
+    if errors:
+        report_r, report_w = os.pipe()
+        argv = [*argv[:5], "--errors", str(report_w), *argv[5:]]  # after `python -m plash.launch --parent PID`
+    try:
+        if on_line is None:
+            proc = await trio.run_process(argv, stdin=subprocess.DEVNULL if stdin is None else stdin,
+                                          stdout=sys.stderr.fileno() if stdout is None else stdout, check=False,
+                                          capture_stderr=errors, start_new_session=True, deliver_cancel=_kill_group,
+                                          pass_fds=(report_w,) if errors else ())
+            code = proc.returncode
+            crash = (proc.stderr or b"").decode(errors="replace").strip().splitlines()
+        else:
+            code = await _run_lines(argv, on_line)
+    finally:
+        if errors:
+            os.close(report_w)
+    if errors:
+        with os.fdopen(report_r, "rb") as f:
+            raw = await trio.to_thread.run_sync(f.read)
+        if code and raw:
+            data = json.loads(raw)
+            raise PlashError(data["message"], hint=data.get("hint"))
+        if code:  # no report: it crashed; its last words are all there is
+            raise PlashError(crash[-1] if crash else f"exit status {code}")
+    return code
+
+
+async def _run_lines(argv: list[str], on_line: Callable[[str], None]) -> int:
+    proc = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+    assert proc.stdout is not None
+    try:
+        pending = b""
+        while chunk := await proc.stdout.receive_some(65536):
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                on_line(line.decode(errors="replace"))
+        if pending:
+            on_line(pending.decode(errors="replace"))
+        return await proc.wait()
+    except BaseException:
+        with trio.CancelScope(shield=True):
+            await _kill_group(proc)
+            await proc.wait()
+        raise
+    finally:
+        await proc.stdout.aclose()
+
+
+async def unpack_child(root: str, stdin: int, what: str | Callable[[], str], oci: bool = False) -> None:
+    """Unpack a tarball from stdin into root in a launcher child; its error, if any, names `what`."""
+    try:
+        await run_child(launcher("unpack-oci" if oci else "unpack", root), stdin=stdin, errors=True)
+    except PlashError as e:
+        raise PlashError(f"{what if isinstance(what, str) else what()}: {e.message}", hint=e.hint) from None
+
+
+async def discard(staging: Staging) -> None:
+    """Delete a staging dir even while being cancelled (shielded).
+
+    Once its image is published, what is left is a few empty dirs and small
+    files of ours: removed without a launcher process. Otherwise a launcher
+    child deletes it, in the user namespace when files of other ids are in it.
+    """
+    with trio.CancelScope(shield=True):
+        if staging.published is not None and await trio.to_thread.run_sync(staging.discard_published):
+            return
+        await run_child(launcher("rmtree", staging.path))

@@ -1,0 +1,131 @@
+"""An OCI image as plash layers: one per OCI layer, shared by key, and an empty top layer for the config.
+
+Layers download side by side (under the process-wide download limit) and
+are unpacked while they stream, each verified against its digest; they
+are published in order, since each is the parent of the next, and only
+when all are verified. The empty top layer carries the image config (Env,
+WorkingDir, Entrypoint/Cmd), so images that share all layers but differ in
+config still share the layers.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from plash.engine.fetch import http, oci
+from plash.engine.imports.blobs import FileBlobs, RegistryBlobs, read_blob
+from plash.engine.layers import Download, LayerSpec, make_chain, unpack_download
+from plash.engine.plan import digest as key_digest
+from plash.errors import FetchError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from plash.engine.events import Emit
+    from plash.engine.layers import Produce, Sink
+    from plash.store.layout import Store
+    from plash.store.staging import Staging
+
+LAYER_TYPES = {
+    "application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip",
+    "application/vnd.oci.image.layer.v1.tar+zstd", "application/vnd.docker.image.rootfs.diff.tar.gzip",
+    "application/vnd.docker.image.rootfs.diff.tar", "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+}
+
+
+def layer_keys(layers: list[dict]) -> list[str]:
+    keys, parent = [], key_digest("oci-root")
+    for layer in layers:
+        parent = key_digest("oci-layer", parent, layer["digest"])
+        keys.append(parent)
+    return keys
+
+
+def config_meta(config: object, where: str = "the image config") -> dict[str, list[str]]:
+    """The run-time settings plash keeps from an OCI image config; FetchError naming where for a malformed one."""
+    if not isinstance(config, dict):
+        raise http.FetchError(f"{where}: not a JSON object")
+    cfg = config.get("config")
+    cfg = {} if cfg is None else cfg
+    if not isinstance(cfg, dict):
+        raise http.FetchError(f"{where}: its config is not an object")
+
+    def strings(key: str) -> list[str]:
+        value = cfg.get(key) or []
+        if isinstance(value, str) and key != "Env":  # Docker's own reader takes a string for a list of one
+            value = [value]
+        # a NUL byte cannot pass execve: say so now, not when the image runs
+        if not isinstance(value, list) or not all(isinstance(v, str) and "\0" not in v for v in value):
+            raise http.FetchError(f"{where}: config.{key} is not a list of strings")
+        return value
+
+    meta: dict[str, list[str]] = {}
+    if env := strings("Env"):
+        meta["oci_env"] = env
+    workdir = cfg.get("WorkingDir") or ""
+    if not isinstance(workdir, str) or "\0" in workdir:
+        raise http.FetchError(f"{where}: config.WorkingDir is not a string")
+    if workdir:
+        meta["oci_workdir"] = [workdir]
+    if cmd := strings("Entrypoint") + strings("Cmd"):
+        meta["oci_cmd"] = cmd
+    return meta
+
+
+async def import_registry(store: Store, ref_text: str, emit: Emit) -> int:
+    ref = oci.parse_ref(ref_text)
+    async with http.client() as c:
+        reg = oci.Registry(c, ref)
+        manifest, _ = await reg.manifest()
+        return await import_manifest(store, RegistryBlobs(c, reg), manifest, str(ref), emit)
+
+
+async def import_manifest(store: Store, blobs: RegistryBlobs | FileBlobs, manifest: dict, name: str, emit: Emit) -> int:
+    """The image of a manifest: its config read and checked whole, then its layers made as one chain."""
+    # the manifest and the config are checked whole before any layer is fetched or
+    # published: a bad config found after the layers would leave them behind
+    layers = manifest.get("layers") if isinstance(manifest, dict) else None
+    if not isinstance(layers, list):
+        raise FetchError(f"{name}: the manifest has no list of layers")
+    for i, layer in enumerate(layers):
+        oci.check_descriptor(layer, name, f"layer {i + 1} of the manifest", need_size=False)
+        if layer.get("mediaType") not in LAYER_TYPES:
+            raise FetchError(f"{name}: unsupported layer type {str(layer.get('mediaType'))[:100]}")
+    if "_config" in manifest:  # a docker archive's, read already
+        config_desc = oci.check_descriptor(manifest.get("config"), name, "the config of the manifest", need_size=False)
+        config, where = manifest["_config"], f"{name}: the image config"
+    else:
+        config_desc = oci.check_descriptor(manifest.get("config"), name, "the config of the manifest")
+        where = (blobs.reg.blob_url(config_desc["digest"]) if isinstance(blobs, RegistryBlobs)
+                 else f"{name}: the image config {config_desc['digest']}")
+        if config_desc["size"] > oci.CONFIG_LIMIT:  # the digest check stops the download at the listed size
+            raise FetchError(f"{where}: the image config is larger than {http.size_text(oci.CONFIG_LIMIT)}")
+        seconds = http.document_timeout()
+        with trio.move_on_after(seconds) as waiting:
+            raw = await read_blob(blobs, config_desc)
+        if waiting.cancelled_caught:
+            raise FetchError(f"{where}: the image config did not arrive within {seconds:g} s "
+                             "(PLASH_HTTP_DOCUMENT_TIMEOUT)")
+        config = oci.parse_json(raw, where, "the image config")
+    meta = config_meta(config, where)
+    keys = layer_keys(layers)
+    specs = [LayerSpec(key, _layer_producer(blobs, layer, emit), f"layer {key[:12]} of {name}", kind="oci")
+             for key, layer in zip(keys, layers, strict=True)]
+    top = key_digest("oci-config", keys[-1] if keys else "", config_desc["digest"])
+    specs.append(LayerSpec(top, None, f"layer {top[:12]} of {name}", meta=meta, kind="oci-config"))
+    return await make_chain(store, specs, 0, emit)
+
+
+def _layer_producer(blobs: RegistryBlobs | FileBlobs, layer: dict, emit: Emit) -> Produce:
+    """Stream one layer blob into an OCI unpacker, checking its digest and size on the way."""
+    label = blobs.label(layer)
+
+    async def produce(staging: Staging) -> None:
+        async def fetch(sink: Sink) -> None:
+            progress = Download(emit, label, layer.get("size"))
+            await blobs.fetch(layer, sink, progress)
+            progress.done()
+
+        await unpack_download(staging.upper, fetch, lambda: label, oci=True)
+
+    return produce

@@ -1,0 +1,94 @@
+"""The jobs of a build: the base image's import (or a check that it is still there), then one per layer.
+
+Each layer is made by layers.make_layer; a build step is its producer: a
+launcher child runs the layer's shell in a container on the parent image,
+with the changes kept in the staging dir's upper dir.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from plash import testhook
+from plash.engine.children import launcher, run_child
+from plash.engine.events import Event, Kind, note
+from plash.engine.imports import import_source
+from plash.engine.layers import LayerSpec, make_layer
+from plash.engine.scheduler import Job
+from plash.errors import NoImage, PlashError
+from plash.launch.stepspec import StepSpec
+from plash.store.layout import full_store_note
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from plash.engine.events import Emit
+    from plash.engine.layers import Produce
+    from plash.engine.locks import Holds
+    from plash.engine.plan import Layer, Prepared
+    from plash.store.layout import Store
+    from plash.store.staging import Staging
+
+
+def build_jobs(store: Store, prepared: Prepared, emit: Emit, holds: Holds) -> dict[str, Job]:
+    """The DAG of one build; every image it makes or uses is held in holds (the caller closes it)."""
+    jobs: dict[str, Job] = {}
+    base = prepared.base_key
+    if prepared.base_id is None:
+        async def imported() -> int:
+            image = await import_source(store, prepared.source, base, emit)
+            if not holds.image(image):
+                raise NoImage(f"the imported base image {image} was removed meanwhile")
+            return image
+
+        jobs[base] = Job(base, (), "import", imported, label=f"import {prepared.source.kind}")
+    else:
+        base_id = prepared.base_id
+
+        async def known() -> int:
+            if not holds.image(base_id):
+                raise NoImage(f"no image: {base_id}")
+            return base_id
+
+        jobs[base] = Job(base, (), "none", known)
+    parent = base
+    total = len(prepared.layers)
+    for n, layer in enumerate(prepared.layers, 1):
+        async def make(parent_id: int, layer: Layer = layer, n: int = n) -> int:
+            return await build_layer(store, parent_id, layer, n, total, emit, prepared.cwd, holds)
+
+        jobs[layer.key] = Job(layer.key, (parent,), "step", make, label=f"layer {n}")
+        parent = layer.key
+    return jobs
+
+
+async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: int, emit: Emit, cwd: str,
+                      holds: Holds) -> int:
+    has_step = bool(layer.shell.strip())  # a layer of hints only needs no container
+    what = f"layer {n}/{total} ({layer.where})"
+    spec = LayerSpec(layer.key, step_producer(store, parent, layer, f"layer {n}/{total}", what, emit, cwd)
+                     if has_step else None, what, meta=layer.meta, container=has_step)
+    image = await make_layer(store, spec, parent, emit, holds)
+    testhook.pause("layer-made", str(image))
+    return image
+
+
+def step_producer(store: Store, parent: int, layer: Layer, label: str, what: str, emit: Emit, cwd: str) -> Produce:
+    """Run the layer's shell in a container on parent, its changes kept in the staging's upper dir."""
+    async def produce(staging: Staging) -> None:
+        emit(note(f"building {what}"))
+        step = StepSpec(store.path, parent, layer.shell, staging.path, cwd)
+        await trio.to_thread.run_sync(step.write, staging.step_file)
+        argv = launcher("step", staging.step_file)
+        if getattr(emit, "wants_output", False):  # a live display: lines go through it
+            code = await run_child(argv, on_line=lambda line: emit(Event(Kind.STEP_OUTPUT, label, text=line)))
+            emit(Event(Kind.STEP_DONE, label))
+        else:
+            code = await run_child(argv)
+        if code:
+            full = full_store_note(store.path)  # before discarding frees the room
+            raise PlashError(f"build failed at {layer.where} (exit {code}){full}")
+        # the step's launcher finishes the staging dir itself; if it could not, do it here
+        if not staging.finished and await run_child(launcher("finish", staging.path)):
+            raise PlashError("cannot clean up the new layer")
+
+    return produce
