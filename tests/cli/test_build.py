@@ -24,7 +24,8 @@ def test_build_prints_the_id_and_caches_silently(plash: Plash, busybox_tgz: Path
     r = build(plash, *macros)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().isdigit()
-    assert "built-two" in r.stderr and "+ echo one" in r.stderr
+    assert "built-two" in r.stderr
+    assert "+ echo one" in r.stderr
     again = build(plash, *macros)
     assert (again.returncode, again.stdout, again.stderr) == (0, r.stdout, "")
     assert plash.ok("run", r.stdout.strip(), "cat", "/one") == "one"
@@ -40,7 +41,8 @@ def test_changed_layer_rebuilds_it_and_later_ones_only(plash: Plash, image: str)
     second = b("a", "B", "c")
     assert second.returncode == 0
     assert "+ echo a" not in second.stderr
-    assert "+ echo B" in second.stderr and "+ echo c" in second.stderr
+    assert "+ echo B" in second.stderr
+    assert "+ echo c" in second.stderr
     assert images(plash) == n + 2
     assert second.stdout != first.stdout
     assert b("a", "b", "c").stdout == first.stdout  # the old chain is still cached
@@ -60,7 +62,8 @@ def test_invalidate_layer(plash: Plash, image: str) -> None:
     macros = ["--from", image, "--run", "echo stable", "--layer", "--invalidate-layer", "--run", "echo again"]
     a = build(plash, *macros)
     b = build(plash, *macros)
-    assert "+ echo again" in b.stderr and "+ echo stable" not in b.stderr
+    assert "+ echo again" in b.stderr
+    assert "+ echo stable" not in b.stderr
     assert a.stdout != b.stdout
 
 
@@ -73,7 +76,8 @@ def test_hash_path(plash: Plash, image: str) -> None:
     assert build(plash, *macros).stderr == ""  # mtime alone does not matter
     plash.sh(["sh", "-c", f"echo 2 > {data}/f"])
     r = build(plash, *macros)
-    assert "+ echo hashed" in r.stderr and r.stdout.strip() != first
+    assert "+ echo hashed" in r.stderr
+    assert r.stdout.strip() != first
     assert ": plash hash-path " in plash.ok("eval", *macros)
 
 
@@ -98,9 +102,11 @@ def test_build_file_errors(plash: Plash, image: str) -> None:
         plash.sh(["sh", "-c", f"cat > {f}"], input=text)
         before = plash.snapshot()
         r = plash("build", "--eval-file", str(f))
-        assert r.returncode == 1 and r.stderr.splitlines()[0] == error
+        assert r.returncode == 1
+        assert r.stderr.splitlines()[0] == error
         r = plash(str(f))
-        assert r.returncode == 1 and r.stderr.splitlines()[0] == error
+        assert r.returncode == 1
+        assert r.stderr.splitlines()[0] == error
         assert plash.snapshot() == before
     r = plash("build", "--eval-file", str(plash.work / "missing"))
     assert r.returncode == 1
@@ -184,7 +190,8 @@ def test_unreachable_sources_give_one_error_line(plash: Plash) -> None:
         r = build(plash, macro, arg, env=env)
         assert r.returncode == 1
         errors = [line for line in r.stderr.splitlines() if line.startswith("plash error:")]
-        assert len(errors) == 1 and "127.0.0.1:9" in errors[0], r.stderr
+        assert len(errors) == 1, r.stderr
+        assert "127.0.0.1:9" in errors[0], r.stderr
     assert plash.snapshot() == before
 
 

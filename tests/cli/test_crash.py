@@ -50,7 +50,8 @@ def test_fsck_leftovers_alone_are_not_damage(plash: Plash, image: str) -> None:
     plash.sh(["mkdir", str(plash.store / "tmp" / "999999999.1.layer-x")])
     r = plash("fsck")
     assert r.returncode == 0
-    assert "leftover: tmp/999999999.1.layer-x" in r.stderr and "plash clean reclaims" in r.stderr
+    assert "leftover: tmp/999999999.1.layer-x" in r.stderr
+    assert "plash clean reclaims" in r.stderr
     plash.ok("clean")
     assert plash("fsck").stderr == ""
 
@@ -68,7 +69,8 @@ def kill_at_random(plash: Plash, args: list[str], times: int, rng: random.Random
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
         r = plash("fsck")
-        assert r.returncode == 0 and "broken" not in r.stderr, f"after kill {i}: {r.stderr}"
+        assert r.returncode == 0, f"after kill {i}: {r.stderr}"
+        assert "broken" not in r.stderr, f"after kill {i}: {r.stderr}"
         if i % 5 == 4:
             plash.ok("clean")
             r = plash("fsck")
@@ -107,7 +109,8 @@ def test_sigkill_during_builds_downloads_and_unpacks(plash: Plash, image: str, f
         plash.ok("clean")
         r = plash("fsck")
         assert (r.returncode, r.stderr) == (0, ""), r.stderr
-        assert os.listdir(plash.store / "tmp") == [] and os.listdir(plash.store / "locks") == []
+        assert os.listdir(plash.store / "tmp") == []
+        assert os.listdir(plash.store / "locks") == []
         built = plash.ok("build", *macros)
         assert plash.ok("run", built, "cat", "/one", "/two", "/three") == "one\ntwo\nthree"
         assert plash.ok("build", *macros) == built
@@ -142,7 +145,8 @@ def test_clean_and_rm_while_a_build_runs(plash: Plash, image: str) -> None:
     step = wait_for_descendant(proc.pid, lambda argv: argv == ["sleep", "300"], timeout=20)
     plash.ok("clean")
     r = plash("rm", base)
-    assert r.returncode == 1 and "in use" in r.stderr, r.stderr
+    assert r.returncode == 1, r.stderr
+    assert "in use" in r.stderr, r.stderr
     os.kill(step, signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err

@@ -47,9 +47,13 @@ def test_runs_as_root_inside_with_the_users_mapping(plash: Plash, image: str) ->
     if plash.user == "root":
         assert maps == [["0", "0", "4294967295"]]
     elif plash.user == "sub":
-        assert len(maps) == 2 and maps[1][0] == "1" and int(maps[1][2]) > 1000
+        assert len(maps) == 2
+        assert maps[1][0] == "1"
+        assert int(maps[1][2]) > 1000
     else:
-        assert len(maps) == 1 and maps[0][0] == "0" and maps[0][2] == "1"
+        assert len(maps) == 1
+        assert maps[0][0] == "0"
+        assert maps[0][2] == "1"
 
 
 def test_ownership_from_the_tarball_where_mapped(plash: Plash, image: str) -> None:
@@ -67,7 +71,8 @@ def test_changes_are_discarded(plash: Plash, image: str) -> None:
 def test_create_keeps_changes_and_only_them(plash: Plash, bare_tgz: Path) -> None:
     base = plash.import_tar(bare_tgz)
     new = plash.ok("create", base, "sh", "-c", "echo kept > /etc/new; rm /etc/os-release")
-    assert new.isdigit() and new != base
+    assert new.isdigit()
+    assert new != base
     assert plash.ok("parent", new) == base
     assert plash.ok("run", new, "cat", "/etc/new") == "kept"
     assert plash("run", new, "test", "-e", "/etc/os-release").returncode == 1
@@ -147,11 +152,14 @@ def test_environment_policy(plash: Plash, image: str) -> None:
     got = dict(line.split("=", 1) for line in out.splitlines())
     assert got["TERM"] == "xterm-test"
     assert got["EXPORTED"] == "yes"
-    assert got["A"] == "1" and got["B"] == "two words"
+    assert got["A"] == "1"
+    assert got["B"] == "two words"
     assert got["HOME"] == str(plash.home)
     assert got["PLASH_DATA"] == str(plash.store)
     assert got["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    assert "SECRET" not in got and "LANG" not in got and "ALSO" not in got
+    assert "SECRET" not in got
+    assert "LANG" not in got
+    assert "ALSO" not in got
 
 
 def test_signals_reach_the_command(plash: Plash, image: str) -> None:

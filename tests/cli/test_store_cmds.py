@@ -58,7 +58,8 @@ def test_map_set_get_delete(plash: Plash, image: str) -> None:
     assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
     assert plash.ok("map", "mine", "") == ""  # deleting again is fine
     r = plash("map", "../evil", image)
-    assert r.returncode == 1 and r.stderr.startswith("plash error: invalid map name")
+    assert r.returncode == 1
+    assert r.stderr.startswith("plash error: invalid map name")
 
 
 def test_rm_removes_descendants_and_their_maps(plash: Plash, image: str) -> None:
@@ -116,7 +117,8 @@ def test_shrink_removes_about_half_oldest_first(plash: Plash, busybox_tgz: Path)
 
 def test_purge(plash: Plash, image: str) -> None:
     r = plash("purge")  # no terminal, no --yes: refuse
-    assert r.returncode == 1 and "--yes" in r.stderr
+    assert r.returncode == 1
+    assert "--yes" in r.stderr
     assert plash.ok("run", image, "true") == ""
     plash.ok("purge", "--yes")
     assert plash.store.is_dir()  # emptied in place: it may be a mount point
@@ -141,7 +143,8 @@ def test_mount_inside_sudo(plash: Plash, image: str) -> None:
     assert (changes / "upper" / "etc" / "new").read_text() == "new\n"
     r = plash("mount", image, str(mnt))
     if plash.user != "root":
-        assert r.returncode == 1 and "plash sudo" in r.stderr
+        assert r.returncode == 1
+        assert "plash sudo" in r.stderr
     else:
         subprocess.run(["umount", str(mnt)], check=True)
 
@@ -171,7 +174,8 @@ def test_copy(plash: Plash, image: str) -> None:
     assert (dest / "etc" / "os-release").read_text().startswith("NAME=busybox")
     assert (dest / "bin" / "sh").is_symlink()
     r = plash("copy", image, str(dest))
-    assert r.returncode == 1 and f"cannot copy to {dest}: it is not empty" in r.stderr
+    assert r.returncode == 1
+    assert f"cannot copy to {dest}: it is not empty" in r.stderr
 
 
 def test_help_and_version(plash: Plash) -> None:
@@ -182,7 +186,8 @@ def test_help_and_version(plash: Plash) -> None:
                 "parent", "map", "rm", "clean", "shrink", "purge", "sudo", "data", "help", "version"):
         assert plash.ok("help", cmd).startswith(f"Usage: plash {cmd}")
     r = plash("help", "nope")
-    assert r.returncode == 1 and r.stderr.startswith("plash error: no such command: nope")
+    assert r.returncode == 1
+    assert r.stderr.startswith("plash error: no such command: nope")
 
 
 @pytest.mark.parametrize("bad", ["0", "99999", "x", "-1", "", "1.5"])
@@ -213,7 +218,9 @@ def test_bad_ids_as_unprivileged_users(plash: Plash, image: str) -> None:
     before = plash.snapshot()
     for bad in ("0", "99999", "x", "-1", ""):
         r = plash("run", bad, "true")
-        assert r.returncode == 1 and len(r.stderr.splitlines()) == 1 and r.stderr.startswith("plash error:")
+        assert r.returncode == 1
+        assert len(r.stderr.splitlines()) == 1
+        assert r.stderr.startswith("plash error:")
     assert plash.snapshot() == before
 
 
@@ -222,9 +229,11 @@ def test_usage_errors(plash: Plash) -> None:
     assert r.returncode == 1
     assert r.stderr.splitlines()[0] == "usage: plash nodepath IMAGE"
     r = plash("no-such-command")
-    assert r.returncode == 1 and r.stderr.startswith("plash error: no such command: no-such-command")
+    assert r.returncode == 1
+    assert r.stderr.startswith("plash error: no such command: no-such-command")
     r = plash("run")
-    assert r.returncode == 1 and r.stderr.startswith("usage: plash run")
+    assert r.returncode == 1
+    assert r.stderr.startswith("usage: plash run")
 
 
 def test_created_times_order_shrink(plash: Plash, busybox_tgz: Path) -> None:
@@ -267,7 +276,8 @@ def test_rm_and_shrink_leave_images_in_use_alone(plash: Plash, image: str) -> No
     child = plash.ok("create", image, "touch", "/child")
     proc = subprocess.Popen(plash.command([PLASH, "run", child, "sh", "-c", "echo up; read line"]),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=plash.work)
-    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stdin is not None
     assert proc.stdout.readline() == "up\n"
     for target in (child, image):  # the running image, and an ancestor of it
         r = plash("rm", target)

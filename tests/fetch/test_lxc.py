@@ -104,13 +104,15 @@ def test_transient_faults_are_retried(plash: Plash, server: Server, rootfs_xz: b
 def test_plain_index_needs_insecure_or_a_digest(plash: Plash, server: Server, rootfs_xz: bytes) -> None:
     del server.state.files["/streams/v1/images.json"]
     r = lxc(plash, server, "import-lxc", "busybox:1")
-    assert r.returncode == 1 and "--insecure" in r.stderr
+    assert r.returncode == 1
+    assert "--insecure" in r.stderr
     r = lxc(plash, server, "import-lxc", "busybox:1", "--insecure")
     assert r.returncode == 0, r.stderr
     sha = hashlib.sha256(rootfs_xz).hexdigest()
     assert lxc(plash, server, "import-lxc", "busybox:1", "--sha256", sha).returncode == 0
     r = lxc(plash, server, "import-lxc", "busybox:1", "--sha256", "1" * 64)
-    assert r.returncode == 1 and "sha256 mismatch" in r.stderr
+    assert r.returncode == 1
+    assert "sha256 mismatch" in r.stderr
 
 
 def test_import_url(plash: Plash, server: Server, rootfs_xz: bytes) -> None:
@@ -121,9 +123,11 @@ def test_import_url(plash: Plash, server: Server, rootfs_xz: bytes) -> None:
     sha = hashlib.sha256(rootfs_xz).hexdigest()
     assert plash.ok("import-url", url, "--sha256", sha).isdigit()
     r = plash("import-url", url, "--sha256", "2" * 64)
-    assert r.returncode == 1 and "sha256 mismatch" in r.stderr
+    assert r.returncode == 1
+    assert "sha256 mismatch" in r.stderr
     r = plash("import-url", f"{server.url}/missing")
-    assert r.returncode == 1 and r.stderr.splitlines()[-1] == f"plash error: {server.url}/missing: HTTP 404 Not Found"
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-1] == f"plash error: {server.url}/missing: HTTP 404 Not Found"
     built = plash.ok("build", "--from-url", url, sha, "--run", "touch /u")
     assert plash.ok("run", built, "ls", "/u") == "/u"
 
@@ -141,7 +145,8 @@ def test_ctrl_c_during_download(plash: Plash, server: Server, rootfs_xz: bytes) 
         time.sleep(0.02)
     os.kill(own_pid(proc), signal.SIGINT)  # plash itself (for test users, runuser sits between)
     out, err = proc.communicate(timeout=20)
-    assert proc.returncode != 0 and out == ""
+    assert proc.returncode != 0, err
+    assert out == ""
     assert plash.snapshot() == before
 
 
@@ -172,13 +177,16 @@ def test_progress_on_a_terminal_and_results_on_stdout(root_plash: Plash, server:
     out, text = on_terminal(root_plash, server, "import-lxc", "busybox:1")
     assert out.strip().isdigit()  # stdout: the id alone
     assert "\x1b[" in text  # rich drew on the terminal
-    assert "rootfs.tar.xz" in text and "━" in text  # a bar for the download
+    assert "rootfs.tar.xz" in text  # a bar for the download
+    assert "━" in text
     out, text = on_terminal(root_plash, server, "build", "--from-lxc", "busybox:1", "--run", "echo step-line-$((6*7))")
     assert out.strip().isdigit()
-    assert "step-line-42" in text and "layer 1/1" in text  # the step's output, through the live display
+    assert "step-line-42" in text  # the step's output, through the live display
+    assert "layer 1/1" in text
     # and --quiet shows nothing at all
     r = lxc(root_plash, server, "import-lxc", "--quiet", "busybox:1")
-    assert r.returncode == 0 and r.stderr == ""
+    assert r.returncode == 0
+    assert r.stderr == ""
 
 
 def test_eight_processes_import_the_same_image_once(plash: Plash, server: Server) -> None:
@@ -217,9 +225,11 @@ def test_catalogue_items_are_picked_by_ftype_whatever_their_key(root_plash: Plas
     add_lxc_image(server, "bad", "1", ARCH, rootfs_xz, key="rootfs.tar.xz", listed_sha="0" * 64, others=kinds)
     before = root_plash.snapshot()
     r = lxc(root_plash, server, "import-lxc", "bad:1")
-    assert r.returncode == 1 and r.stdout == ""
+    assert r.returncode == 1
+    assert r.stdout == ""
     errors = [line for line in r.stderr.splitlines() if line.startswith("plash error:")]
-    assert len(errors) == 1 and "sha256 mismatch" in errors[0], r.stderr
+    assert len(errors) == 1, r.stderr
+    assert "sha256 mismatch" in errors[0], r.stderr
     assert root_plash.snapshot() == before
 
 
@@ -230,7 +240,8 @@ def test_catalogue_items_without_ftype_count_by_their_key(root_plash: Plash, ser
     assert root_plash.ok("run", r.stdout.strip(), "cat", "/etc/os-release").startswith("NAME=busybox")
     add_lxc_image(server, "other", "1", ARCH, rootfs_xz, key="rootfs.tar.xz", ftype=None)  # neither: not a rootfs
     r = lxc(root_plash, server, "import-lxc", "other:1")
-    assert r.returncode == 1 and r.stdout == ""
+    assert r.returncode == 1
+    assert r.stdout == ""
     assert [line for line in r.stderr.splitlines() if line.startswith("plash error:")] == [
         f"plash error: other:1 ({ARCH}) is not in the image catalogue of {server.url}"], r.stderr
 
@@ -249,13 +260,14 @@ def test_pick_from_streams() -> None:
     plain = {"products": {"d:r:amd64:default": {"versions": {"1": {"items": {"root.tar.xz": {
         "path": "p", "sha256": "e" * 64}}}}}}}
     found = pick_from_streams("http://h", plain, "d", "r", "amd64")
-    assert found is not None and (found.url, found.size) == ("http://h/p", None)
+    assert found is not None
+    assert (found.url, found.size) == ("http://h/p", None)
     # an item without a digest is no use
     del plain["products"]["d:r:amd64:default"]["versions"]["1"]["items"]["root.tar.xz"]["sha256"]
     assert pick_from_streams("http://h", plain, "d", "r", "amd64") is None
 
 
-@pytest.mark.parametrize("index,images", [
+@pytest.mark.parametrize(("index", "images"), [
     ('{"index": []}', None),  # a list where an object belongs
     ('{"index": {"images": "x"}}', None),
     ('[' * 100000 + ']' * 100000, None),  # nested past the parser's recursion limit
@@ -275,7 +287,8 @@ def test_a_malformed_catalogue_is_one_error_line(root_plash: Plash, server: Serv
     r = root_plash("import-lxc", "busybox:bad", env={"PLASH_LXC_URL": server.url})
     assert r.returncode == 1
     lines = r.stderr.splitlines()
-    assert lines[0].startswith("plash error: ") and "internal error" not in r.stderr, r.stderr
+    assert lines[0].startswith("plash error: "), r.stderr
+    assert "internal error" not in r.stderr, r.stderr
     assert len([x for x in lines if not x.startswith("hint:")]) == 1, r.stderr
     assert root_plash.snapshot() == before
 
@@ -290,7 +303,7 @@ def test_a_download_that_pauses_after_the_archive_ends(root_plash: Plash, rootfs
     data = rootfs_xz
 
     class Tail(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self.send_response(200)
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -310,7 +323,8 @@ def test_a_download_that_pauses_after_the_archive_ends(root_plash: Plash, rootfs
         image = root_plash.ok("import-url", url, "--sha256", hashlib.sha256(data).hexdigest(), timeout=60)
         assert root_plash.ok("run", image, "cat", "/etc/os-release").startswith("NAME=busybox")
         bad = root_plash("import-url", url, "--sha256", "0" * 64, timeout=60)
-        assert bad.returncode == 1 and "sha256 mismatch" in bad.stderr, bad.stderr
+        assert bad.returncode == 1, bad.stderr
+        assert "sha256 mismatch" in bad.stderr, bad.stderr
     finally:
         done.set()
         server.shutdown()

@@ -70,7 +70,8 @@ def test_replacing_entries(tmp_path: Path) -> None:
     dest = tmp_path / "out"
     dest.mkdir()
     unpack(io.BytesIO(raw), str(dest))
-    assert (dest / "a").is_symlink() and (dest / "f").is_dir()
+    assert (dest / "a").is_symlink()
+    assert (dest / "f").is_dir()
 
 
 def unpack_dir(tmp_path: Path, raw: bytes, oci: bool = False, name: str = "out") -> Path:
@@ -105,7 +106,8 @@ def test_a_later_member_replaces_nested_directories(tmp_path: Path, replacement:
     else:
         assert stat.S_ISFIFO(os.lstat(a).st_mode)
     assert (dest / "keep" / "after").read_bytes() == b"after"
-    assert (dest / "n" / "m").read_bytes() == b"m" and (dest / "n" / "y").read_bytes() == b"y"
+    assert (dest / "n" / "m").read_bytes() == b"m"
+    assert (dest / "n" / "y").read_bytes() == b"y"
     assert sorted(os.listdir(dest)) == ["a", "keep", "n"]
     assert sorted(os.listdir(dest / "keep")) == ["after", "k"]
 
@@ -118,7 +120,8 @@ def test_a_file_replaces_a_directory_below_others(tmp_path: Path) -> None:
     assert (dest / "a" / "b").read_bytes() == b"b"
     assert (dest / "a" / "c").read_bytes() == b"c"
     assert (dest / "a" / "b2" / "z").read_bytes() == b"z"
-    assert sorted(os.listdir(dest)) == ["a"] and sorted(os.listdir(dest / "a")) == ["b", "b2", "c"]
+    assert sorted(os.listdir(dest)) == ["a"]
+    assert sorted(os.listdir(dest / "a")) == ["b", "b2", "c"]
 
 
 def test_a_hard_link_may_not_replace_the_directory_of_its_target(tmp_path: Path) -> None:
@@ -157,16 +160,25 @@ def test_oci_whiteouts_in_every_order_the_spec_allows(tmp_path: Path) -> None:
     ]
     dest = unpack_dir(tmp_path, tar_of(members, {"w/f": b"f", "w/d/x": b"x", "w/i/y": b"y", "w/g": b"g"}), oci=True)
     w = dest / "w"
-    assert (w / "f").read_bytes() == b"f" and not _opaque(w / "f")
-    assert (w / "d").is_dir() and _opaque(w / "d") and (w / "d" / "x").read_bytes() == b"x"
-    assert (w / "i").is_dir() and _opaque(w / "i") and (w / "i" / "y").read_bytes() == b"y"
+    assert (w / "f").read_bytes() == b"f"
+    assert not _opaque(w / "f")
+    assert (w / "d").is_dir()
+    assert _opaque(w / "d")
+    assert (w / "d" / "x").read_bytes() == b"x"
+    assert (w / "i").is_dir()
+    assert _opaque(w / "i")
+    assert (w / "i" / "y").read_bytes() == b"y"
     assert os.readlink(w / "s") == "f"
     assert (w / "g").read_bytes() == b"g"
-    assert (w / "e").is_dir() and _opaque(w / "e") and (w / "e" / "z").exists()
+    assert (w / "e").is_dir()
+    assert _opaque(w / "e")
+    assert (w / "e" / "z").exists()
     assert _whiteout(w / "gone")
     assert sorted(os.listdir(w)) == ["d", "e", "f", "g", "gone", "i", "s"]
-    assert _opaque(dest / "o") and sorted(os.listdir(dest / "o")) == ["after", "before"]
-    assert _opaque(dest / "p") and sorted(os.listdir(dest / "p")) == ["q"]
+    assert _opaque(dest / "o")
+    assert sorted(os.listdir(dest / "o")) == ["after", "before"]
+    assert _opaque(dest / "p")
+    assert sorted(os.listdir(dest / "p")) == ["q"]
     assert not _opaque(w)
 
 
@@ -264,7 +276,8 @@ def test_input_that_never_ends_after_the_archive(tmp_path: Path) -> None:
     (tmp_path / "out").mkdir()
     r = run_group(["sh", "-c", 'cat "$1" /dev/zero | "$2" -c "$3" "$4"', "sh", str(src), sys.executable,
                    UNPACK_STDIN, str(tmp_path / "out")])
-    assert r.returncode == 0 and r.stdout == "3\n", r.stderr
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "3\n", r.stderr
     assert (tmp_path / "out" / "b" / "c").read_bytes() == b"c"
 
 
@@ -276,7 +289,8 @@ def test_a_pipe_that_never_closes(tmp_path: Path, compress: list[str]) -> None:
     if compress:
         raw = subprocess.run(compress, input=raw, capture_output=True, check=True, timeout=60).stdout
     r = run_group([sys.executable, "-c", UNPACK_STDIN, str(tmp_path / "out")], stdin=raw, hold_stdin=True)
-    assert r.returncode == 0 and r.stdout == "3\n", r.stderr
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "3\n", r.stderr
 
 
 @pytest.mark.parametrize("case", ["bad checksum", "garbage header", "truncated data", "missing padding"])
