@@ -11,7 +11,7 @@ from plash.engine.plan import prepare
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable
+    from collections.abc import Callable
 
     from plash.engine.events import Emit
     from plash.lang.tokens import Where

@@ -9,6 +9,7 @@ own), not as text the engine would have to parse from its stderr.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from plash.errors import PlashError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable
+    from collections.abc import Callable
 
     from plash.store.staging import Staging
 
@@ -32,10 +33,8 @@ def launcher(*args: str) -> list[str]:
 
 
 async def _kill_group(proc: trio.Process) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 async def run_child(argv: list[str], stdin: int | None = None, stdout: int | None = None,
@@ -58,7 +57,7 @@ async def run_child(argv: list[str], stdin: int | None = None, stdout: int | Non
                                           stdout=sys.stderr.fileno() if stdout is None else stdout, check=False,
                                           capture_stderr=errors, start_new_session=True, deliver_cancel=_kill_group,
                                           pass_fds=(report_w,) if errors else ())
-            code = proc.returncode
+            code: int = proc.returncode
             crash = (proc.stderr or b"").decode(errors="replace").strip().splitlines()
         else:
             code = await _run_lines(argv, on_line)
@@ -88,7 +87,7 @@ async def _run_lines(argv: list[str], on_line: Callable[[str], None]) -> int:
                 on_line(line.decode(errors="replace"))
         if pending:
             on_line(pending.decode(errors="replace"))
-        return await proc.wait()
+        return int(await proc.wait())
     except BaseException:
         with trio.CancelScope(shield=True):
             await _kill_group(proc)

@@ -19,7 +19,7 @@ class Kind(enum.StrEnum):
 class Event:
     """One thing that happened: kind, what it is about (label), progress (done of total), a text line."""
 
-    __slots__ = ("kind", "label", "done", "total", "text")
+    __slots__ = ("done", "kind", "label", "text", "total")
 
     def __init__(self, kind: Kind, label: str, done: int = 0, total: int | None = None, text: str = "") -> None:
         self.kind, self.label, self.done, self.total, self.text = kind, label, done, total, text
@@ -34,6 +34,6 @@ def note(text: str) -> Event:
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Callable
+    from collections.abc import Callable
 
     Emit = Callable[[Event], None]  # where the engine sends its events

@@ -22,7 +22,7 @@ from plash.store.staging import Staging
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Awaitable, Callable
+    from collections.abc import Awaitable, Callable
 
     from plash.engine.events import Emit
     from plash.store.layout import Store
@@ -39,7 +39,7 @@ class LayerSpec:
     a container step.
     """
 
-    __slots__ = ("key", "produce", "meta", "what", "kind", "container")
+    __slots__ = ("container", "key", "kind", "meta", "produce", "what")
 
     def __init__(self, key: str, produce: Produce | None, what: str, meta: dict[str, list[str]] | None = None,
                  kind: str = "layer", container: bool = False) -> None:

@@ -19,6 +19,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from plash.lang.tokens import Where
 
+    RawLayer = tuple[str, str, dict[str, list[str]], Where]  # text, shell, meta, where
+
 IMPORTED = ("tarball", "debootstrap", "lxc", "url", "docker")  # the source kinds made by an import
 
 ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armhf", "i686": "i386", "ppc64le": "ppc64el",
@@ -49,7 +51,7 @@ def file_digest(path: str) -> str:
 class Source:
     """Where the base image comes from: kind (id, map, tarball, debootstrap, lxc, url, docker) and args."""
 
-    __slots__ = ("kind", "args")
+    __slots__ = ("args", "kind")
 
     def __init__(self, kind: str, args: tuple[str, ...]) -> None:
         self.kind, self.args = kind, args
@@ -70,7 +72,7 @@ class Source:
 class Layer:
     """One build step: its script text, its meta hints, its cache key and where it was written."""
 
-    __slots__ = ("text", "shell", "meta", "key", "where")
+    __slots__ = ("key", "meta", "shell", "text", "where")
 
     def __init__(self, text: str, shell: str, meta: dict[str, list[str]], key: str, where: object) -> None:
         self.text, self.shell, self.meta, self.key, self.where = text, shell, meta, key, where
@@ -80,9 +82,6 @@ class Layer:
 
 
 META_HINTS = {"entrypoint": "entrypoint", "env": "env", "env-prefix": "env_prefix", "mount": "mount"}
-
-
-RawLayer = tuple  # (text, shell, meta, where)
 
 
 def split_script(lines: list[tuple[str, Where]]) -> tuple[Source | None, list[RawLayer]]:

@@ -10,7 +10,8 @@ from plash.errors import PlashError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Callable
+    from collections.abc import Callable
+    from typing import Any
 
     from plash.engine.events import Emit
     from plash.engine.scheduler import Job

@@ -118,7 +118,7 @@ class ArchiveMembers:
             mode = "r:xz"
         self.serial = mode != "r:"
         try:
-            self.tar = tarfile.open(path, mode)
+            self.tar = tarfile.open(path, mode)  # noqa: SIM115 (open for the archive's life: see close)
             self.files = {self._norm(m.name): m for m in self._members()}
         except (tarfile.TarError, OSError, EOFError, ValueError) as e:  # gzip, bz2 and lzma raise their own
             raise PlashError(f"docker-archive:{path}: not a tarball ({' '.join(str(e).split())})") from None

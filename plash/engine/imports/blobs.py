@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Awaitable, Callable, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import trio
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import trio
+
 from plash.engine.fetch import oci
 from plash.engine.imports.blobs import FileBlobs, Readable, read_blob
 from plash.engine.imports.oci import import_manifest
@@ -15,14 +17,19 @@ if TYPE_CHECKING:
     from plash.store.layout import Store
 
 
-async def import_layout(store: Store, spec: str, emit: Emit) -> int:
-    """oci:DIR[:TAG]: an OCI image layout directory."""
+def _read_index(spec: str) -> tuple[str, str, bytes]:
+    """The layout's dir, the tag asked for, and its index.json (at most MANIFEST_LIMIT + 1 bytes of it)."""
     path, _, tag = spec.partition(":") if not os.path.isdir(spec) else (spec, "", "")
     try:
         with open(os.path.join(path, "index.json"), "rb") as f:
-            raw = f.read(oci.MANIFEST_LIMIT + 1)
+            return path, tag, f.read(oci.MANIFEST_LIMIT + 1)
     except OSError as e:
         raise PlashError(f"oci:{spec}: not an OCI image layout ({e.strerror})") from None
+
+
+async def import_layout(store: Store, spec: str, emit: Emit) -> int:
+    """oci:DIR[:TAG]: an OCI image layout directory."""
+    path, tag, raw = await trio.to_thread.run_sync(_read_index, spec)
     if len(raw) > oci.MANIFEST_LIMIT:
         raise PlashError(f"oci:{spec}: index.json is larger than {oci.MANIFEST_LIMIT >> 20} MiB")
     index = oci.parse_json(raw, f"oci:{spec}", "index.json")
