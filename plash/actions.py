@@ -30,13 +30,6 @@ def existing_store() -> Store:
     return open_store(create=False)
 
 
-def image_arg(s: Store, text: str) -> int:
-    """Parse an image argument and check that it exists."""
-    image = parse_image_id(text)
-    s.image_dir(image)
-    return image
-
-
 def image_store(text: str, write: bool = False) -> tuple[Store, int]:
     """The store and an existing image of it; a missing store has no images and is not created.
 

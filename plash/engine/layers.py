@@ -47,8 +47,9 @@ class LayerSpec:
         self.kind, self.container = kind, container
 
 
-def _usable(found: int | None, holds: Holds | None) -> bool:
-    return found is not None and (holds is None or holds.image(found))
+async def _usable(found: int | None, holds: Holds | None) -> bool:
+    """found is an image, held when holds are kept (off the trio thread: the in-use lock may wait for an rm)."""
+    return found is not None and (holds is None or await trio.to_thread.run_sync(holds.image, found))
 
 
 async def make_layer(store: Store, spec: LayerSpec, parent: int, emit: Emit, holds: Holds | None = None,
@@ -71,14 +72,14 @@ async def make_chain(store: Store, specs: list[LayerSpec], parent: int, emit: Em
     chain returns or reuses is held in use.
     """
     before = [store.lookup_key(s.key) for s in specs]
-    if reuse and _usable(before[-1], holds):
+    if reuse and await _usable(before[-1], holds):
         return before[-1]  # type: ignore[return-value]
     async with contextlib.AsyncExitStack() as locks:
         todo = {s.key: s for s, found in zip(specs, before, strict=True) if found is None or not reuse}
         for key in sorted(todo):
             await locks.enter_async_context(KeyLock(store, key, emit, todo[key].what))
         again = [store.lookup_key(s.key) for s in specs]
-        if again[-1] is not None and (reuse or again[-1] != before[-1]) and _usable(again[-1], holds):
+        if again[-1] is not None and (reuse or again[-1] != before[-1]) and await _usable(again[-1], holds):
             return again[-1]
         missing = [i for i, found in enumerate(again) if found is None or (not reuse and found == before[i])]
         stagings: dict[int, Staging] = {}

@@ -36,7 +36,7 @@ def build_jobs(store: Store, prepared: Prepared, emit: Emit, holds: Holds) -> di
     if prepared.base_id is None:
         async def imported() -> int:
             image = await import_source(store, prepared.source, base, emit)
-            if not holds.image(image):
+            if not await trio.to_thread.run_sync(holds.image, image):
                 raise NoImage(f"the imported base image {image} was removed meanwhile")
             return image
 
@@ -45,7 +45,7 @@ def build_jobs(store: Store, prepared: Prepared, emit: Emit, holds: Holds) -> di
         base_id = prepared.base_id
 
         async def known() -> int:
-            if not holds.image(base_id):
+            if not await trio.to_thread.run_sync(holds.image, base_id):
                 raise NoImage(f"no image: {base_id}")
             return base_id
 
