@@ -21,7 +21,6 @@ if TYPE_CHECKING:
 
     RawLayer = tuple[str, str, dict[str, list[str]], Where]  # text, shell, meta, where
 
-IMPORTED = ("tarball", "debootstrap", "lxc", "url", "docker")  # the source kinds made by an import
 
 ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armhf", "i686": "i386", "ppc64le": "ppc64el",
         "s390x": "s390x", "riscv64": "riscv64"}
@@ -48,12 +47,28 @@ def file_digest(path: str) -> str:
     return h.hexdigest()
 
 
+class Kinds:
+    """The closed set of image-source kinds: plain strings (no enum on the start path), part of import keys."""
+
+    ID = "id"  # an image of the store, by id
+    MAP = "map"  # an image of the store, by map name
+    TARBALL = "tarball"
+    DEBOOTSTRAP = "debootstrap"
+    LXC = "lxc"
+    URL = "url"
+    DOCKER = "docker"  # a registry reference, oci:DIR[:TAG] or docker-archive:FILE
+    IMPORTED = frozenset((TARBALL, DEBOOTSTRAP, LXC, URL, DOCKER))  # made by an import
+    ALL = IMPORTED | {ID, MAP}
+
+
 class Source:
-    """Where the base image comes from: kind (id, map, tarball, debootstrap, lxc, url, docker) and args."""
+    """Where the base image comes from: a kind of Kinds and its arguments."""
 
     __slots__ = ("args", "kind")
 
     def __init__(self, kind: str, args: tuple[str, ...]) -> None:
+        if kind not in Kinds.ALL:
+            raise PlashError(f"unknown image source: {kind}")
         self.kind, self.args = kind, args
 
     def __repr__(self) -> str:
@@ -61,7 +76,7 @@ class Source:
 
     def import_key(self) -> str:
         """The cache key of an import: source kind and arguments (tarballs: their content)."""
-        if self.kind == "tarball":
+        if self.kind == Kinds.TARBALL:
             try:
                 return digest("import", "tarball", file_digest(self.args[0]))
             except OSError as e:
@@ -157,17 +172,15 @@ def resolve_source(store: Store, source: Source | None) -> tuple[int | None, str
     """The base image id (None if it must be imported first) and its key."""
     if source is None:
         raise PlashError("no base image", hint="start with --from IMAGE, --from-tarball FILE or --from-debootstrap SUITE")
-    if source.kind == "id":
+    if source.kind == Kinds.ID:
         image = int(source.args[0])
         store.image_dir(image)
         return image, store.key_of(image)
-    if source.kind == "map":
+    if source.kind == Kinds.MAP:
         found = store.map_get(source.args[0])
         if found is None:
             raise PlashError(f"no map: {source.args[0]}")
         return found, store.key_of(found)
-    if source.kind not in IMPORTED:
-        raise PlashError(f"unknown image source: {source.kind}")
     key = source.import_key()
     return store.lookup_key(key), key
 

@@ -19,6 +19,7 @@ from plash.launch.container import (
     split_assignments,
 )
 from plash.store.layout import Store, owner_alive, parse_image_id
+from plash.store.staging import Staging
 from plash.store.unpack import member_parts
 
 
@@ -63,7 +64,7 @@ def test_plan_orders_mounts() -> None:
     kinds = [(op.kind, op.target) for op in plan(spec)]
     assert kinds == [("tmpfs", "/s/mnt"), ("mkdirs", "/s/mnt"), ("overlay", "/s/mnt/root"),
                      ("bind", "/home"), ("bind", "/proc")]
-    staged = ContainerSpec(store="/s", layer_dirs=("1",), argv=(), staging="/s/tmp/x")
+    staged = ContainerSpec(store="/s", layer_dirs=("1",), argv=(), staging=Staging.at("/s/tmp/x"))
     ops = plan(staged)
     assert [op.kind for op in ops] == ["overlay"]
     assert "upperdir=../tmp/x/img/root,workdir=../tmp/x/work" in ops[0].options

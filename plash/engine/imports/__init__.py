@@ -15,6 +15,7 @@ from plash.engine.events import note
 from plash.engine.imports import archive, debootstrap, layout, oci, tarball, url
 from plash.engine.layers import LayerSpec, make_layer
 from plash.engine.locks import KeyLock
+from plash.engine.plan import Kinds
 from plash.engine.scheduler import run
 from plash.errors import PlashError
 
@@ -29,18 +30,19 @@ async def import_source(store: Store, source: Source, key: str, emit: Emit, reus
                         insecure: bool = False) -> int:
     """Import a base image and record it under its key; reuse a recorded one unless told not to."""
     what = f"the {source.kind} image {' '.join(source.args)}"
-    if source.kind == "docker":
-        return await _docker(store, source.args[0], key, what, emit, reuse)
-    if source.kind == "tarball":
-        produce = tarball.producer(source.args[0], emit)
-    elif source.kind == "url":
-        produce = url.url_producer(source.args[0], source.args[1] if len(source.args) > 1 else None, emit)
-    elif source.kind == "lxc":
-        produce = url.lxc_producer(source.args[0], source.args[1] if len(source.args) > 1 else None, insecure, emit)
-    elif source.kind == "debootstrap":
-        produce = debootstrap.producer(source.args[0], source.args[1] if len(source.args) > 1 else None, emit)
+    first, rest = source.args[0], (source.args[1] if len(source.args) > 1 else None)
+    if source.kind == Kinds.DOCKER:
+        return await _docker(store, first, key, what, emit, reuse)
+    if source.kind == Kinds.TARBALL:
+        produce = tarball.producer(first, emit)
+    elif source.kind == Kinds.URL:
+        produce = url.url_producer(first, rest, emit)
+    elif source.kind == Kinds.LXC:
+        produce = url.lxc_producer(first, rest, insecure, emit)
+    elif source.kind == Kinds.DEBOOTSTRAP:
+        produce = debootstrap.producer(first, rest, emit)
     else:
-        raise PlashError(f"cannot import from {source.kind}")
+        raise PlashError(f"cannot import from {source.kind}")  # an image of the store: nothing to import
     return await make_layer(store, LayerSpec(key, produce, what, kind="import"), 0, emit, reuse=reuse)
 
 
