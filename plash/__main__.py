@@ -1,20 +1,207 @@
-"""The `plash` entry point: `run` goes straight to the launcher, the rest to click."""
+"""The `plash` entry point: every command declared once, routed without click.
+
+COMMANDS names every command, in `plash help`'s order, with its handler:
+
+- a fast command (run, build, b, eval, help-macros) is a function here that
+  takes the words after its name, runs without click (70 ms) and returns the
+  command to run next, if any (plash b); its docstring is its help, which
+  plash.cli renders with click and nothing else;
+- every other command is a click command, named by where it lives
+  ("module:attribute") and loaded with click only when it is used.
+
+`plash run`, a cached build or plash executable, `plash` alone and an unknown
+command never load click, trio, rich or httpx. The original's other forms are
+routed here too: -h/--help, --help-macros, `plash -X...` (plash b run -X...)
+and `plash PATH ARGS...` (a build file's entrypoint).
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 
-from plash.errors import PlashError
+from plash.errors import PlashError, UsageError
 
-# Every subcommand of plash.cli, in its order: `plash` alone and a mistyped command are answered
-# without loading click (70 ms). tests/cli/test_original_compat.py checks it against the click group.
-COMMANDS = (
-    "help", "version", "init", "build", "b", "warm", "eval", "help-macros", "run", "create", "import-tar",
-    "import-lxc", "import-url", "import-docker", "export-tar", "copy", "mount", "with-mount", "nodepath",
-    "parent", "map", "rm", "clean", "fsck", "shrink", "purge", "sudo", "data",
-)
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import NoReturn
+
+    from plash.store.layout import Store
+
+    Handler = Callable[[list[str]], list[str] | None]  # the words after the name -> the command to run next
 
 NO_ARGUMENTS = "plash is a container build and run tool, try plash help"
+HELP_FLAGS = (["-h"], ["--help"])
+ALIASES = {"-h": "help", "--help": "help", "--help-macros": "help-macros"}  # the original's spellings
+
+
+class Fast:
+    """A command run without click: its handler, and the arguments click shows in its help."""
+
+    __slots__ = ("arguments", "handler", "help_flag")
+
+    def __init__(self, handler: Handler, arguments: tuple[str, ...] = (), help_flag: bool = True) -> None:
+        self.handler = handler  # its docstring is the command's help
+        self.arguments = arguments  # argument names for the usage line; "name..." takes any number
+        self.help_flag = help_flag  # a first -h/--help shows the help instead of running the handler
+
+
+def run_command(args: list[str]) -> None:
+    """Run CMD in IMAGE (default: its login shell).
+
+    The container shares /home, /root, /tmp, /dev, /proc, /sys and the
+    network with the host; changes to its root file system are discarded.
+    NAME=value words before CMD set variables. The exit status is CMD's own.
+    """
+    if "trio" in sys.modules:  # plash b run, after a build that ran trio
+        run_afresh(args)
+    from plash.launch import run
+
+    run.main(args)
+
+
+def build_command(args: list[str]) -> None:
+    """Build an image from MACROS and print its id (plash --help-macros lists them).
+
+    Cached layers are reused silently; --quiet first hides build progress.
+    Example: plash build --from-debootstrap bookworm --apt cowsay
+
+    Build steps share the host's home (/home, /root), as in the original
+    plash: they see it and may write it; they do not see the host's /tmp.
+    There is no isolation: as root,
+
+    \b
+        plash build --from 1 --run 'useradd -m carol'
+
+    creates /home/carol on the host.
+    """
+    quiet = args[:1] == ["--quiet"]
+    image = build_argv(args[1:] if quiet else args, quiet)
+    sys.stdout.write(f"{image}\n")
+
+
+def b_command(args: list[str]) -> list[str]:
+    """Build MACROS, then run `plash PLASHCMD <id> ARGS...` (ARGS after --).
+
+    `plash -X ...` (any first argument that is an option) means `plash b run -X ...`.
+    """
+    if not args:
+        raise UsageError("missing PLASHCMD", "plash b PLASHCMD MACROS... [-- ARGS...]")
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        raise unknown_command(command)  # before building, not after
+    macros, after = rest, []
+    if "--" in rest:
+        i = rest.index("--")
+        macros, after = rest[:i], rest[i + 1:]
+    return [command, str(build_argv(macros)), *after]
+
+
+def eval_command(args: list[str]) -> None:
+    """Print the shell script MACROS expand to (hints included as comments)."""
+    from plash.lang.macros import expand_argv, script_text
+
+    text = script_text(expand_argv(args))
+    sys.stdout.write(text + ("\n" if text else ""))
+
+
+def help_macros_command(args: list[str]) -> None:
+    """List every macro with a one-line description."""
+    from plash.lang.macros import help_text
+
+    sys.stdout.write(help_text() + "\n")
+
+
+COMMANDS: dict[str, str | Fast] = {
+    "help": "plash.cli:help_cmd",
+    "version": "plash.cli:version",
+    "init": "plash.cli:init",
+    "build": Fast(build_command, ("macros...",)),
+    "b": Fast(b_command, ("plashcmd", "macros...")),
+    "warm": "plash.cli:warm",
+    "eval": Fast(eval_command, ("macros...",)),
+    # as in the original, `plash help-macros --help` lists the macros too
+    "help-macros": Fast(help_macros_command, help_flag=False),
+    "run": Fast(run_command, ("image", "cmd...")),
+    "create": "plash.cli:create",
+    "import-tar": "plash.cli:import_tar",
+    "import-lxc": "plash.cli:import_lxc",
+    "import-url": "plash.cli:import_url",
+    "import-docker": "plash.cli:import_docker",
+    "export-tar": "plash.cli:export_tar",
+    "copy": "plash.cli:copy",
+    "mount": "plash.cli:mount",
+    "with-mount": "plash.cli:with_mount",
+    "nodepath": "plash.cli:nodepath",
+    "parent": "plash.cli:parent",
+    "map": "plash.cli:map_cmd",
+    "rm": "plash.cli:rm",
+    "clean": "plash.cli:clean",
+    "fsck": "plash.cli:fsck",
+    "shrink": "plash.cli:shrink",
+    "purge": "plash.cli:purge",
+    "sudo": "plash.cli:sudo",
+    "data": "plash.cli:data",
+}
+
+
+def build_argv(macros: list[str], quiet: bool = False) -> int:
+    """Build the image MACROS (command-line words) describe; trio and the UI load only if a layer is missing."""
+    from plash.engine.build import build
+    from plash.lang.macros import expand_argv
+
+    lines = expand_argv(macros)
+    return build(open_store(), lines, emitter(quiet))
+
+
+def run_executable(path: str, args: list[str]) -> None:
+    """plash PATH ARGS...: build a plash executable (a build file) and run its entrypoint with ARGS."""
+    from plash.engine.build import build
+    from plash.lang.macros import expand_file
+    from plash.lang.quoting import unquote_words
+    from plash.launch.container import start
+    from plash.launch.run import image_spec
+
+    lines = expand_file(path)
+    store = open_store()
+    # an executable's steps run in its own directory, whatever the caller's cwd
+    image = build(store, lines, emitter(), cwd=os.path.dirname(os.path.abspath(path)))
+    entry = store.meta(image).get("entrypoint")
+    if not entry:
+        raise PlashError(f"{path}: no entrypoint", hint="add a line '--entrypoint CMD' or '--entrypoint-script'")
+    argv = list(unquote_words(entry[-1])) + args
+    if "trio" in sys.modules:
+        run_afresh([str(image), *argv])
+    start(image_spec(store, image, argv))
+
+
+def run_afresh(args: list[str]) -> NoReturn:
+    """Run `plash run ARGS...` in a fresh process (this one ran trio).
+
+    unshare(CLONE_NEWUSER) fails in a multi-threaded process, and trio leaves
+    worker threads behind, so a build that ran trio re-executes `plash run`.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-m", "plash", "run", *args])
+
+
+def open_store() -> Store:
+    from plash.store.layout import open_store
+
+    return open_store()
+
+
+def emitter(quiet: bool = False):  # type: ignore[no-untyped-def]
+    """A factory of the event renderer, so the UI is loaded only when something is built."""
+
+    def make():  # type: ignore[no-untyped-def]
+        from plash.ui.progress import renderer
+
+        return renderer(quiet)
+
+    return make
 
 
 def _distance(a: str, b: str) -> int:
@@ -42,39 +229,20 @@ def unknown_command(word: str) -> PlashError:
 
 def route(args: list[str]) -> list[str] | None:
     """Run the command args names; return the words of the command to run next, if there is one (plash b)."""
-    first = args[0]
-    if first in ("-h", "--help"):
-        return ["help", *args[1:]]
-    if first == "run" and args[1:2] not in (["-h"], ["--help"]):
-        if "trio" in sys.modules:  # plash b run: the build ran trio, the container needs a fresh process
-            from plash import frontend
-
-            frontend.run_afresh(args[1:])
-        from plash.launch import run
-
-        run.main(args[1:])
-    elif "/" in first:
-        from plash import frontend
-
-        frontend.run_executable(first, args[1:])
-    elif first in ("--help-macros", "help-macros"):
-        from plash.lang.macros import help_text
-
-        sys.stdout.write(help_text() + "\n")
-    elif first.startswith("-") and first != "--version":
+    first, rest = ALIASES.get(args[0], args[0]), args[1:]
+    if "/" in first:
+        run_executable(first, rest)
+        return None
+    if first.startswith("-") and first != "--version":
         return ["b", "run", *args]
-    elif first in ("build", "eval", "b") and args[1:2] not in (["-h"], ["--help"]):
-        from plash import frontend
-
-        if first == "b":
-            return frontend.b(args[1:], COMMANDS)
-        {"build": frontend.main_build, "eval": frontend.main_eval}[first](args[1:])
-    elif first not in COMMANDS and first != "--version":
+    command = COMMANDS.get(first)
+    if isinstance(command, Fast) and not (command.help_flag and rest[:1] in HELP_FLAGS):
+        return command.handler(rest)
+    if command is None and first != "--version":
         raise unknown_command(first)
-    else:
-        from plash.cli import main as cli_main
+    from plash.cli import main as click_main  # plash --version, a fast command's help, and the rest
 
-        cli_main(args)
+    click_main([first, *rest])
     return None
 
 

@@ -1,38 +1,57 @@
-"""The click command line: parse, call one function of plash.actions, print results.
+"""The click commands, and click rendering the help of plash.__main__'s fast ones: parse, call one function, print results.
 
 stdout carries only results (ids, paths, values); everything else goes to stderr.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
 import click
 
 from plash import __version__, actions
-from plash.__main__ import unknown_command
+from plash.__main__ import COMMANDS, Fast, emitter, unknown_command
 from plash.errors import PlashError, UsageError
 
 IMAGE_CMD = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 
 
 class PlashGroup(click.Group):
+    """The commands of plash.__main__.COMMANDS, in its order, each loaded when asked for."""
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return list(self.commands)  # keep the order of definition
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        where = COMMANDS.get(cmd_name)
+        if where is None:
+            return None
+        if isinstance(where, Fast):
+            return help_only(cmd_name, where)
+        module, _, name = where.partition(":")
+        command = getattr(importlib.import_module(module), name)
+        assert isinstance(command, click.Command), where
+        return command
 
 
-@click.group(cls=PlashGroup, context_settings={"help_option_names": ["-h", "--help"]}, invoke_without_command=True)
+def help_only(name: str, fast: Fast) -> click.Command:
+    """A fast command as click sees it: for its help alone, as plash.__main__ runs it."""
+    params: list[click.Parameter] = [
+        click.Argument([arg.removesuffix("...")], nargs=-1, type=click.UNPROCESSED) if arg.endswith("...")
+        else click.Argument([arg]) for arg in fast.arguments]
+    return click.Command(name, context_settings=IMAGE_CMD, help=fast.handler.__doc__, params=params)
+
+
+@click.group(cls=PlashGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", message="%(version)s")
-@click.pass_context
-def cli(ctx: click.Context) -> None:
+def cli() -> None:
     """plash builds and runs layered root file systems, unprivileged and without a daemon.
 
     A container is an ordinary process on another distribution's root file
     system; it shares your home, /tmp, network and kernel.
     """
-    if ctx.invoked_subcommand is None:
-        out(command_list())
 
 
 def out(value: object) -> None:
@@ -69,9 +88,10 @@ def _what(cmd: click.Command) -> str:
     return first
 
 
-def command_list() -> str:
+def command_list(ctx: click.Context) -> str:
     """Every command on one line, `plash CMD ARGS  what it does`, as the original's plash help."""
-    rows = [(f"plash {name} {_synopsis(cmd)}".rstrip(), _what(cmd)) for name, cmd in cli.commands.items()]
+    commands = [(name, cli.get_command(ctx, name)) for name in cli.list_commands(ctx)]
+    rows = [(f"plash {name} {_synopsis(cmd)}".rstrip(), _what(cmd)) for name, cmd in commands if cmd]
     width = min(36, max(len(u) for u, _ in rows))
     lines = [f"{usage:<{width}}  {what}" for usage, what in rows]
     return "\n".join([
@@ -82,13 +102,13 @@ def command_list() -> str:
     ])
 
 
-@cli.command("help")
+@click.command()
 @click.argument("command", required=False)
 @click.pass_context
 def help_cmd(ctx: click.Context, command: str | None) -> None:
     """List the commands, or explain one: plash help CMD."""
     if command is None:
-        out(command_list())
+        out(command_list(ctx))
         return
     cmd = cli.get_command(ctx, command)
     if cmd is None:
@@ -97,13 +117,13 @@ def help_cmd(ctx: click.Context, command: str | None) -> None:
     click.echo(cmd.get_help(sub))
 
 
-@cli.command("version")
+@click.command()
 def version() -> None:
     """Print plash's version."""
     out(__version__)
 
 
-@cli.command("init")
+@click.command()
 def init() -> None:
     """Create the store ($PLASH_DATA, default ~/.plashdata) if it is missing; print nothing.
 
@@ -116,42 +136,7 @@ def init() -> None:
     Store(data_dir()).ensure()
 
 
-@cli.command("build", context_settings=IMAGE_CMD)
-@click.argument("macros", nargs=-1, type=click.UNPROCESSED)
-def build(macros: tuple[str, ...]) -> None:
-    """Build an image from MACROS and print its id (plash --help-macros lists them).
-
-    Cached layers are reused silently; --quiet first hides build progress.
-    Example: plash build --from-debootstrap bookworm --apt cowsay
-
-    Build steps share the host's home (/home, /root), as in the original
-    plash: they see it and may write it; they do not see the host's /tmp.
-    There is no isolation: as root,
-
-    \b
-        plash build --from 1 --run 'useradd -m carol'
-
-    creates /home/carol on the host.
-    """
-    from plash import frontend
-
-    frontend.main_build(list(macros))
-
-
-@cli.command("b", context_settings=IMAGE_CMD)
-@click.argument("plashcmd")
-@click.argument("macros", nargs=-1, type=click.UNPROCESSED)
-def b_cmd(plashcmd: str, macros: tuple[str, ...]) -> None:
-    """Build MACROS, then run `plash PLASHCMD <id> ARGS...` (ARGS after --).
-
-    `plash -X ...` (any first argument that is an option) means `plash b run -X ...`.
-    """
-    from plash.__main__ import main as plash_main
-
-    plash_main(["b", plashcmd, *macros])
-
-
-@cli.command("warm")
+@click.command()
 @click.option("-j", "--jobs", "parallel", type=click.IntRange(1, 64), default=2, show_default=True,
               help="build steps run at once")
 @click.option("--keep-going", is_flag=True, help="build all that can be built when one file fails")
@@ -162,11 +147,10 @@ def warm(parallel: int, keep_going: bool, quiet: bool, files: tuple[str, ...]) -
 
     Layers they share are built or downloaded once. For CI warm-up.
     """
-    from plash import frontend
     from plash.engine.warm import warm as warm_files
 
     failed = 0
-    for f, result in warm_files(actions.store(), list(files), parallel, keep_going, frontend.emitter(quiet)):
+    for f, result in warm_files(actions.store(), list(files), parallel, keep_going, emitter(quiet)):
         if isinstance(result, int):
             out(f"{result} {f}")
         else:
@@ -177,39 +161,7 @@ def warm(parallel: int, keep_going: bool, quiet: bool, files: tuple[str, ...]) -
         raise PlashError(f"{failed} of {len(files)} file(s) failed")
 
 
-@cli.command("eval", context_settings=IMAGE_CMD)
-@click.argument("macros", nargs=-1, type=click.UNPROCESSED)
-def eval_cmd(macros: tuple[str, ...]) -> None:
-    """Print the shell script MACROS expand to (hints included as comments)."""
-    from plash import frontend
-
-    frontend.main_eval(list(macros))
-
-
-@cli.command("help-macros")
-def help_macros() -> None:
-    """List every macro with a one-line description."""
-    from plash.lang.macros import help_text
-
-    out(help_text())
-
-
-@cli.command("run", context_settings=IMAGE_CMD)
-@click.argument("image")
-@click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
-def run(image: str, cmd: tuple[str, ...]) -> None:
-    """Run CMD in IMAGE (default: its login shell).
-
-    The container shares /home, /root, /tmp, /dev, /proc, /sys and the
-    network with the host; changes to its root file system are discarded.
-    NAME=value words before CMD set variables. The exit status is CMD's own.
-    """
-    from plash.launch import run as launch_run
-
-    launch_run.main([image, *cmd])
-
-
-@cli.command("create", context_settings=IMAGE_CMD)
+@click.command(context_settings=IMAGE_CMD)
 @click.argument("image")
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
 def create(image: str, cmd: tuple[str, ...]) -> None:
@@ -217,7 +169,7 @@ def create(image: str, cmd: tuple[str, ...]) -> None:
     out(actions.create(image, list(cmd)))
 
 
-@cli.command("import-tar")
+@click.command()
 @click.argument("file", default="-")
 def import_tar(file: str) -> None:
     """Import a root file system tarball (gz, xz, zstd, bz2 or plain; FILE or - for stdin); print the new id."""
@@ -235,7 +187,7 @@ def _check_sha(sha: str | None) -> None:
         raise PlashError(f"not a sha256 digest (64 hex digits): {sha!r}")
 
 
-@cli.command("import-lxc")
+@click.command()
 @click.argument("name", metavar="DISTRO:RELEASE")
 @click.option("--dry", is_flag=True, help="print the root file system's URL, do not import")
 @click.option("--insecure", is_flag=True, help="allow the plain index, which has no digests")
@@ -257,7 +209,7 @@ def import_lxc(name: str, dry: bool, insecure: bool, sha: str | None, quiet: boo
     out(imports.run_import(actions.store(), source, _emit(quiet), insecure=insecure))
 
 
-@cli.command("import-url")
+@click.command()
 @click.argument("url")
 @click.option("--sha256", "sha", help="verify the download against this digest")
 @click.option("--quiet", is_flag=True, help="no progress on stderr")
@@ -273,7 +225,7 @@ def import_url(url: str, sha: str | None, quiet: bool) -> None:
     out(imports.run_import(actions.store(), source, _emit(quiet)))
 
 
-@cli.command("import-docker")
+@click.command()
 @click.argument("ref")
 @click.option("--quiet", is_flag=True, help="no progress on stderr")
 def import_docker(ref: str, quiet: bool) -> None:
@@ -293,7 +245,7 @@ def import_docker(ref: str, quiet: bool) -> None:
     out(imports.run_import(actions.store(), source, _emit(quiet)))
 
 
-@cli.command("export-tar", context_settings=IMAGE_CMD)
+@click.command(context_settings=IMAGE_CMD)
 @click.argument("image")
 @click.argument("file", default="-")
 def export_tar(image: str, file: str) -> None:
@@ -301,7 +253,7 @@ def export_tar(image: str, file: str) -> None:
     actions.export_tar(image, file)
 
 
-@cli.command("copy", context_settings=IMAGE_CMD)
+@click.command(context_settings=IMAGE_CMD)
 @click.argument("image")
 @click.argument("dir")
 def copy(image: str, dir: str) -> None:
@@ -309,7 +261,7 @@ def copy(image: str, dir: str) -> None:
     actions.copy(image, dir)
 
 
-@cli.command("mount", context_settings=IMAGE_CMD)
+@click.command(context_settings=IMAGE_CMD)
 @click.argument("image")
 @click.argument("dir")
 @click.argument("changesdir", required=False)
@@ -323,7 +275,7 @@ def mount(image: str, dir: str, changesdir: str | None) -> None:
     actions.mount(image, dir, changesdir)
 
 
-@cli.command("with-mount", context_settings=IMAGE_CMD)
+@click.command(context_settings=IMAGE_CMD)
 @click.argument("image")
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
 def with_mount(image: str, cmd: tuple[str, ...]) -> None:
@@ -336,7 +288,7 @@ def with_mount(image: str, cmd: tuple[str, ...]) -> None:
     actions.with_mount(image, list(cmd))
 
 
-@cli.command("nodepath", context_settings=IMAGE_CMD)
+@click.command(context_settings=IMAGE_CMD)
 @click.argument("image")
 def nodepath(image: str) -> None:
     """Print IMAGE's directory in the store (its layer is the root/ inside)."""
@@ -344,7 +296,7 @@ def nodepath(image: str) -> None:
     out(s.image_dir(n))
 
 
-@cli.command("parent", context_settings=IMAGE_CMD)
+@click.command(context_settings=IMAGE_CMD)
 @click.argument("image")
 def parent(image: str) -> None:
     """Print the id of IMAGE's parent (0 for a base image)."""
@@ -352,7 +304,7 @@ def parent(image: str) -> None:
     out(s.parent(n))
 
 
-@cli.command("map", context_settings=IMAGE_CMD)
+@click.command(context_settings=IMAGE_CMD)
 @click.argument("key")
 @click.argument("image", required=False)
 def map_cmd(key: str, image: str | None) -> None:
@@ -365,7 +317,7 @@ def map_cmd(key: str, image: str | None) -> None:
         out(found)
 
 
-@cli.command("rm", context_settings=IMAGE_CMD)
+@click.command(context_settings=IMAGE_CMD)
 @click.argument("image")
 def rm(image: str) -> None:
     """Delete IMAGE and every image built on it."""
@@ -373,7 +325,7 @@ def rm(image: str) -> None:
     click.echo(f"removed {len(gone)} image(s): {' '.join(map(str, gone))}", err=True)
 
 
-@cli.command("clean")
+@click.command()
 @click.option("--clean-cache-keys", "--clean-tmp", "--clean-index", "original", is_flag=True, hidden=True,
               help="accepted for scripts written for the original plash; clean always does all of it")
 def clean(original: bool) -> None:
@@ -383,7 +335,7 @@ def clean(original: bool) -> None:
         click.echo(f"removed {r}", err=True)
 
 
-@cli.command("fsck")
+@click.command()
 @click.option("--repair", is_flag=True, help="fix what can be fixed safely")
 def fsck(repair: bool) -> None:
     """Check the store: dangling entries, broken or orphaned images, leftover temp dirs.
@@ -404,7 +356,7 @@ def fsck(repair: bool) -> None:
         click.echo(f"plash fsck: {len(leftovers)} leftover(s) of killed processes; plash clean reclaims them", err=True)
 
 
-@cli.command("shrink")
+@click.command()
 def shrink() -> None:
     """Delete about half of the images, oldest first, with their descendants; print the removed ids.
 
@@ -417,7 +369,7 @@ def shrink() -> None:
         out(" ".join(map(str, gone)))
 
 
-@cli.command("purge")
+@click.command()
 @click.option("--yes", is_flag=True, help="do not ask")
 def purge(yes: bool) -> None:
     """Delete all build data: empty the store directory in place; asks first unless --yes.
@@ -438,7 +390,7 @@ def purge(yes: bool) -> None:
     actions.purge()
 
 
-@cli.command("sudo", context_settings=IMAGE_CMD)
+@click.command(context_settings=IMAGE_CMD)
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
 def sudo(cmd: tuple[str, ...]) -> None:
     """Run CMD (default: $SHELL) in plash's user and mount namespace as "root".
@@ -452,7 +404,7 @@ def sudo(cmd: tuple[str, ...]) -> None:
     actions.sudo(list(cmd))
 
 
-@cli.command("data", context_settings=IMAGE_CMD)
+@click.command(context_settings=IMAGE_CMD)
 @click.argument("cmd", nargs=-1, type=click.UNPROCESSED)
 def data(cmd: tuple[str, ...]) -> None:
     """Print the store's path, or run CMD inside it (in plash's namespace).

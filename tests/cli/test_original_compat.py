@@ -12,8 +12,9 @@ import pytest
 from conftest import Plash
 
 # The subcommands of SPEC 3, each of which `plash help` must list.
-SPEC_COMMANDS = """build run warm b create eval help help-macros version import-tar import-url import-lxc
-import-docker export-tar copy mount with-mount nodepath parent map rm clean shrink purge sudo data init""".split()
+SPEC_COMMANDS = ["build", "run", "warm", "b", "create", "eval", "help", "help-macros", "version", "import-tar", "import-url",
+                 "import-lxc", "import-docker", "export-tar", "copy", "mount", "with-mount", "nodepath", "parent", "map",
+                 "rm", "clean", "shrink", "purge", "sudo", "data", "init"]
 
 
 @pytest.fixture
@@ -42,7 +43,7 @@ def test_import_env_of_an_unset_variable_adds_nothing(plash: Plash) -> None:
     assert r.stderr.startswith("plash error: argument 3: --import-env: '1H' is not a shell variable name")
 
 
-@pytest.mark.parametrize("word,hint", [
+@pytest.mark.parametrize(("word", "hint"), [
     ("frobnicate", "hint: plash help lists the commands"),
     ("biuld", "hint: did you mean 'build'?"),
 ])
@@ -75,15 +76,28 @@ def test_help_lists_every_command_on_one_line(plash: Plash) -> None:
         assert len(found) == 1, (cmd, listing)
         assert "  " in found[0].rstrip(), found  # usage, then what it does
     run = next(line for line in lines if line.startswith("plash run "))
-    assert run.startswith("plash run IMAGE [CMD...]  ") and "run CMD in IMAGE" in run
+    assert run.startswith("plash run IMAGE [CMD...]  ")
+    assert "run CMD in IMAGE" in run
     assert plash.ok("help", "run").startswith("Usage: plash run")
 
 
-def test_every_click_command_is_known_to_the_dispatcher() -> None:
-    from plash.__main__ import COMMANDS
+def test_every_command_is_declared_once() -> None:
+    """plash.__main__.COMMANDS is the one list: click lists it in its order, finds each command, and has no other."""
+    import click
+
+    from plash import cli as cli_module
+    from plash.__main__ import COMMANDS, Fast
     from plash.cli import cli
 
-    assert sorted(COMMANDS) == sorted(cli.commands)
+    ctx = click.Context(cli)
+    assert cli.list_commands(ctx) == list(COMMANDS)
+    found = {name: cli.get_command(ctx, name) for name in COMMANDS}
+    assert all(isinstance(cmd, click.Command) for cmd in found.values()), found
+    for name, cmd in found.items():
+        if isinstance(COMMANDS[name], Fast):
+            assert cmd.callback is None, name  # click only renders a fast command's help
+    defined = [v for v in vars(cli_module).values() if isinstance(v, click.Command) and v is not cli]
+    assert {id(v) for v in defined} <= {id(cmd) for cmd in found.values()}, "a click command that is not in COMMANDS"
 
 
 def test_help_of_an_unknown_command_suggests(plash: Plash) -> None:
@@ -119,8 +133,9 @@ def test_help_says_build_steps_share_home_not_tmp(plash: Plash) -> None:
     run_line = next(line for line in plash.ok("--help-macros").splitlines() if line.lstrip().startswith("--run "))
     build_help = " ".join(plash.ok("help", "build").split())
     for text in (run_line, build_help):
-        assert "/home" in text and "/root" in text and "/tmp" in text, text
-    assert "useradd -m carol" in build_help and "/home/carol" in build_help
+        assert all(path in text for path in ("/home", "/root", "/tmp")), text
+    assert "useradd -m carol" in build_help
+    assert "/home/carol" in build_help
 
 
 def test_build_steps_write_the_host_home_and_not_its_tmp(root_plash: Plash, root_image: str) -> None:
