@@ -165,7 +165,7 @@ def start(spec: ContainerSpec) -> None:
     try:
         userns.enter()
         ops = plan(spec)
-        created = apply(spec, ops)
+        created = apply(ops)
         if spec.staging:
             with open(spec.staging.residue, "w") as f:
                 f.write("\n".join(created))
@@ -249,7 +249,7 @@ def mount_readonly(store: str, layer_dirs: tuple[str, ...]) -> str:
     """In the current (private) mount namespace, mount an image read-only; return its root."""
     spec = RootSpec(store, layer_dirs, readonly=True)
     hold_image(spec)  # the host command exec'd on it keeps the image from rm
-    apply(spec, plan(spec))
+    apply(plan(spec))
     return root_dir(spec)
 
 

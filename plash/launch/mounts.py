@@ -17,6 +17,8 @@ from plash.store.layout import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import ClassVar, Never
+
     from plash.store.staging import Staging
 
 OVERLAY_HINT = (
@@ -48,21 +50,75 @@ class RootSpec:
 
 
 class MountOp:
-    """One step of setting up a container's root; `why` says what it is for."""
+    """One step of setting up a container's root; `why` says what it is for.
 
-    __slots__ = ("kind", "target", "source", "options", "readonly", "why")
+    The kinds are a closed set, one class each: Tmpfs, MakeDirs, Overlay and
+    Bind (AnyMountOp is their union, which lets mypy check that `apply`
+    handles every one). `kind` names a kind in reprs and tests; code tells
+    kinds apart by class, never by that name.
+    """
 
-    def __init__(self, kind: str, target: str, source: str = "", options: str = "",
-                 readonly: bool = False, why: str = "") -> None:
-        self.kind = kind  # "tmpfs", "mkdirs", "overlay" or "bind"
-        self.target = target  # absolute host path, or path inside the root for "bind"
-        self.source = source
-        self.options = options
-        self.readonly = readonly
+    __slots__ = ("target", "why")
+    kind: ClassVar[str] = ""
+
+    def __init__(self, target: str, why: str = "") -> None:
+        self.target = target
         self.why = why
 
     def __repr__(self) -> str:
-        return f"MountOp({self.kind!r}, {self.target!r}, source={self.source!r}, options={self.options!r})"
+        names = [n for cls in reversed(type(self).__mro__) for n in getattr(cls, "__slots__", ()) if n != "why"]
+        return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in names)})"
+
+
+class Tmpfs(MountOp):
+    """A tmpfs at target (an absolute host path), private to the mount namespace."""
+
+    __slots__ = ()
+    kind = "tmpfs"
+
+
+class MakeDirs(MountOp):
+    """Directories made under target (names relative to it), on a file system mounted just before."""
+
+    __slots__ = ("names",)
+    kind = "mkdirs"
+
+    def __init__(self, target: str, names: tuple[str, ...], why: str = "") -> None:
+        super().__init__(target, why)
+        self.names = names
+
+
+class Overlay(MountOp):
+    """The overlay mount of the image at target; its options' relative paths resolve from cwd."""
+
+    __slots__ = ("cwd", "options", "readonly")
+    kind = "overlay"
+
+    def __init__(self, target: str, options: str, cwd: str, readonly: bool = False, why: str = "") -> None:
+        super().__init__(target, why)
+        self.options = options
+        self.cwd = cwd
+        self.readonly = readonly
+
+
+class Bind(MountOp):
+    """A recursive bind of the host path source at target, a path inside the root mounted before.
+
+    With create, a missing mount point is made (in the root's upper dir);
+    without (a read-only root), a bind whose mount point is missing is left out.
+    """
+
+    __slots__ = ("create", "source")
+    kind = "bind"
+
+    def __init__(self, target: str, source: str, create: bool = True, why: str = "") -> None:
+        super().__init__(target, why)
+        self.source = source
+        self.create = create
+
+
+if TYPE_CHECKING:
+    AnyMountOp = Tmpfs | MakeDirs | Overlay | Bind
 
 
 def root_dir(spec: RootSpec) -> str:
@@ -89,26 +145,18 @@ def overlay_options(spec: RootSpec) -> str:
     return ",".join(opts)
 
 
-def plan(spec: RootSpec) -> list[MountOp]:
+def plan(spec: RootSpec) -> list[AnyMountOp]:
     """The ordered mount operations for a container (no I/O)."""
-    ops: list[MountOp] = []
+    ops: list[AnyMountOp] = []
     store = Store(spec.store)
-    root = root_dir(spec)
     if not spec.staging:
-        ops.append(MountOp("tmpfs", store.mnt, why="throw-away upper dir, freed with the namespace"))
-        names = " ".join(os.path.relpath(d, store.mnt) for d in (store.run_upper, store.run_work, store.run_root))
-        ops.append(MountOp("mkdirs", store.mnt, options=names))
-    ops.append(
-        MountOp(
-            "overlay",
-            root,
-            options=overlay_options(spec),
-            readonly=spec.readonly,
-            why="the image's layers (lower) plus a writable upper dir",
-        )
-    )
-    for src, dst in spec.binds:
-        ops.append(MountOp("bind", dst, source=src, why="host path shared with the container"))
+        ops.append(Tmpfs(store.mnt, why="throw-away upper dir, freed with the namespace"))
+        names = tuple(os.path.relpath(d, store.mnt) for d in (store.run_upper, store.run_work, store.run_root))
+        ops.append(MakeDirs(store.mnt, names, why="the overlay's upper, work and mount dirs, on that tmpfs"))
+    ops.append(Overlay(root_dir(spec), overlay_options(spec), cwd=store.index, readonly=spec.readonly,
+                       why="the image's layers (lower) plus a writable upper dir"))
+    ops.extend(Bind(dst, src, create=not spec.readonly, why="host path shared with the container")
+               for src, dst in spec.binds)
     return ops
 
 
@@ -194,47 +242,51 @@ def resolve_in_root(root: str, path: str, create: str | None, created: list[str]
     return root.rstrip("/") + ("" if inside == "/" else inside)
 
 
-def apply(spec: RootSpec, ops: list[MountOp]) -> list[str]:
+def apply(ops: list[AnyMountOp]) -> list[str]:
     """Carry out the mount plan; return paths created as mount points (for cleanup)."""
     created: list[str] = []
-    root = root_dir(spec)
-    root_fd = -1
+    root_fd = -1  # the root, once mounted: binds are placed relative to it
     try:
         for op in ops:
-            if op.kind == "tmpfs":
+            if isinstance(op, Tmpfs):
                 # A tmpfs private to this namespace: nothing is left on disk after the run.
                 syscalls.mount("tmpfs", op.target, "tmpfs", syscalls.MS_NOSUID, "mode=0755")
-            elif op.kind == "mkdirs":
-                for d in op.options.split():
-                    os.mkdir(os.path.join(op.target, d), 0o755)
-            elif op.kind == "overlay":
-                # Relative lower/upper paths are resolved from store/index by mount(2).
-                os.chdir(Store(spec.store).index)
+            elif isinstance(op, MakeDirs):
+                for name in op.names:
+                    os.mkdir(os.path.join(op.target, name), 0o755)
+            elif isinstance(op, Overlay):
+                # Relative lower/upper paths are resolved from op.cwd (store/index) by mount(2).
+                os.chdir(op.cwd)
                 flags = syscalls.MS_RDONLY if op.readonly else 0
                 try:
                     syscalls.mount("overlay", op.target, "overlay", flags, op.options)
                 except OSError as e:
                     raise LaunchError(f"cannot mount the image: {e.strerror}", hint=OVERLAY_HINT) from e
-                root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            elif op.kind == "bind":
-                bind(op, root_fd, spec.readonly, created)
+                root_fd = os.open(op.target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            elif isinstance(op, Bind):
+                if root_fd < 0:
+                    raise AssertionError(f"{op!r} comes before the root is mounted")
+                bind(op, root_fd, created)
+            else:
+                unhandled: Never = op  # mypy: every kind of the closed set is handled above
+                raise AssertionError(f"unknown mount operation {unhandled!r}")
     finally:
         if root_fd >= 0:
             os.close(root_fd)
     return created
 
 
-def bind(op: MountOp, root_fd: int, readonly: bool, created: list[str]) -> None:
+def bind(op: Bind, root_fd: int, created: list[str]) -> None:
     """Bind a host path at a mount point resolved strictly inside the image (see open_in_root)."""
     if not os.path.exists(op.source):
         return  # a path missing on the host (or a dangling symlink) is skipped
     kind = "dir" if os.path.isdir(op.source) else "file"
     try:
-        fd, _ = open_in_root(root_fd, op.target, None if readonly else kind, created)
+        fd, _ = open_in_root(root_fd, op.target, kind if op.create else None, created)
     except (FileNotFoundError, NotADirectoryError, Refused):
         return  # not there (read-only), or placed by the image where plash will not follow
     except OSError as e:
-        if readonly:
+        if not op.create:
             return
         raise LaunchError(f"cannot create mount point {op.target}: {e.strerror}") from e
     try:
