@@ -150,9 +150,10 @@ def build_argv(macros: list[str], quiet: bool = False) -> int:
     """Build the image MACROS (command-line words) describe; trio and the UI load only if a layer is missing."""
     from plash.engine.build import build
     from plash.lang.macros import expand_argv
+    from plash.ui import renderer_factory
 
     lines = expand_argv(macros)
-    return build(open_store(), lines, emitter(quiet))
+    return build(open_store(), lines, renderer_factory(quiet))
 
 
 def run_executable(path: str, args: list[str]) -> None:
@@ -162,11 +163,12 @@ def run_executable(path: str, args: list[str]) -> None:
     from plash.lang.quoting import unquote_words
     from plash.launch.container import start
     from plash.launch.run import image_spec
+    from plash.ui import renderer_factory
 
     lines = expand_file(path)
     store = open_store()
     # an executable's steps run in its own directory, whatever the caller's cwd
-    image = build(store, lines, emitter(), cwd=os.path.dirname(os.path.abspath(path)))
+    image = build(store, lines, renderer_factory(), cwd=os.path.dirname(os.path.abspath(path)))
     entry = store.meta(image).get("entrypoint")
     if not entry:
         raise PlashError(f"{path}: no entrypoint", hint="add a line '--entrypoint CMD' or '--entrypoint-script'")
@@ -191,17 +193,6 @@ def open_store() -> Store:
     from plash.store.layout import open_store
 
     return open_store()
-
-
-def emitter(quiet: bool = False):  # type: ignore[no-untyped-def]
-    """A factory of the event renderer, so the UI is loaded only when something is built."""
-
-    def make():  # type: ignore[no-untyped-def]
-        from plash.ui.progress import renderer
-
-        return renderer(quiet)
-
-    return make
 
 
 def _distance(a: str, b: str) -> int:

@@ -12,8 +12,9 @@ import sys
 import click
 
 from plash import __version__, actions
-from plash.__main__ import COMMANDS, Fast, emitter, unknown_command
+from plash.__main__ import COMMANDS, Fast, unknown_command
 from plash.errors import PlashError, UsageError
+from plash.ui import renderer_factory
 
 IMAGE_CMD = {"ignore_unknown_options": True, "allow_interspersed_args": False}
 
@@ -150,7 +151,7 @@ def warm(parallel: int, keep_going: bool, quiet: bool, files: tuple[str, ...]) -
     from plash.engine.warm import warm as warm_files
 
     failed = 0
-    for f, result in warm_files(actions.store(), list(files), parallel, keep_going, emitter(quiet)):
+    for f, result in warm_files(actions.store(), list(files), parallel, keep_going, renderer_factory(quiet)):
         if isinstance(result, int):
             out(f"{result} {f}")
         else:
@@ -174,12 +175,6 @@ def create(image: str, cmd: tuple[str, ...]) -> None:
 def import_tar(file: str) -> None:
     """Import a root file system tarball (gz, xz, zstd, bz2 or plain; FILE or - for stdin); print the new id."""
     out(actions.import_tar(file))
-
-
-def _emit(quiet: bool):  # type: ignore[no-untyped-def]
-    from plash.ui.progress import renderer
-
-    return renderer(quiet)
 
 
 def _check_sha(sha: str | None) -> None:
@@ -206,7 +201,7 @@ def import_lxc(name: str, dry: bool, insecure: bool, sha: str | None, quiet: boo
         out(imports.lxc_url(name, insecure, sha))
         return
     source = Source("lxc", (name, sha) if sha else (name,))
-    out(imports.run_import(actions.store(), source, _emit(quiet), insecure=insecure))
+    out(imports.run_import(actions.store(), source, renderer_factory(quiet)(), insecure=insecure))
 
 
 @click.command()
@@ -222,7 +217,7 @@ def import_url(url: str, sha: str | None, quiet: bool) -> None:
     if not url.startswith(("http://", "https://")):
         raise PlashError(f"not an http(s) URL: {url}")
     source = Source("url", (url, sha) if sha else (url,))
-    out(imports.run_import(actions.store(), source, _emit(quiet)))
+    out(imports.run_import(actions.store(), source, renderer_factory(quiet)()))
 
 
 @click.command()
@@ -242,7 +237,7 @@ def import_docker(ref: str, quiet: bool) -> None:
         if ref.startswith(prefix):
             ref = prefix + os.path.abspath(ref[len(prefix):])
     source = Source("docker", (ref,))
-    out(imports.run_import(actions.store(), source, _emit(quiet)))
+    out(imports.run_import(actions.store(), source, renderer_factory(quiet)()))
 
 
 @click.command(context_settings=IMAGE_CMD)

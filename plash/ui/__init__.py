@@ -1,1 +1,28 @@
-"""Everything shown on stderr: progress and error reports (rich lives only here)."""
+"""Everything shown on stderr: progress and error reports (rich lives only here).
+
+This package's __init__ imports nothing: naming the renderer costs a cached
+build nothing, and the renderers load only when the engine asks for one.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from plash.engine.events import Emit
+
+
+def renderer_factory(quiet: bool = False) -> Callable[[], Emit]:
+    """What the engine calls for its event sink when something is to be built or fetched (and only then).
+
+    The sink draws on this process's stderr: rich bars on a terminal, plain
+    lines otherwise, nothing with quiet.
+    """
+
+    def make() -> Emit:
+        from plash.ui.progress import renderer
+
+        return renderer(quiet)
+
+    return make

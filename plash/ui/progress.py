@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from plash.engine.events import Event
+
+if TYPE_CHECKING:
+    from plash.engine.events import Emit
 
 
 class Plain:
@@ -71,7 +74,7 @@ def _short(url: str) -> str:
     return url if len(url) <= 48 else "…" + url[-47:]
 
 
-def renderer(quiet: bool):  # type: ignore[no-untyped-def]
+def renderer(quiet: bool) -> Emit:
     """The event sink for this process's stderr."""
     if quiet:
         return lambda e: None
