@@ -21,12 +21,6 @@ if TYPE_CHECKING:
 
     from plash.store.staging import Staging
 
-OVERLAY_HINT = (
-    "the kernel refused the overlay mount; plash needs Linux >= 5.11 with overlayfs "
-    "(inside a container, the store must not itself be on overlayfs: set PLASH_DATA to another file system)"
-)
-
-
 class RootSpec:
     """What a container's root file system is made of: the input of the mount plan.
 
@@ -250,7 +244,8 @@ def apply(ops: list[AnyMountOp]) -> list[str]:
         for op in ops:
             if isinstance(op, Tmpfs):
                 # A tmpfs private to this namespace: nothing is left on disk after the run.
-                syscalls.mount("tmpfs", op.target, "tmpfs", syscalls.MS_NOSUID, "mode=0755")
+                mount("tmpfs", op.target, "tmpfs", syscalls.MS_NOSUID, "mode=0755",
+                      failed=f"cannot mount a tmpfs on {op.target}")
             elif isinstance(op, MakeDirs):
                 for name in op.names:
                     os.mkdir(os.path.join(op.target, name), 0o755)
@@ -258,10 +253,7 @@ def apply(ops: list[AnyMountOp]) -> list[str]:
                 # Relative lower/upper paths are resolved from op.cwd (store/index) by mount(2).
                 os.chdir(op.cwd)
                 flags = syscalls.MS_RDONLY if op.readonly else 0
-                try:
-                    syscalls.mount("overlay", op.target, "overlay", flags, op.options)
-                except OSError as e:
-                    raise LaunchError(f"cannot mount the image: {e.strerror}", hint=OVERLAY_HINT) from e
+                mount("overlay", op.target, "overlay", flags, op.options, failed="cannot mount the image")
                 root_fd = os.open(op.target, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             elif isinstance(op, Bind):
                 if root_fd < 0:
@@ -274,6 +266,17 @@ def apply(ops: list[AnyMountOp]) -> list[str]:
         if root_fd >= 0:
             os.close(root_fd)
     return created
+
+
+def mount(source: str, target: str, fstype: str | None, flags: int, data: str | None = None,
+          failed: str = "cannot mount") -> None:
+    """syscalls.mount, a refusal raised as LaunchError: `FAILED: strerror`, with the errno's hint."""
+    try:
+        syscalls.mount(source, target, fstype, flags, data)
+    except OSError as e:
+        from plash.launch.refusals import mount_hint  # only on a failure: not on plash run's path
+
+        raise LaunchError(f"{failed}: {e.strerror}", hint=mount_hint(e.errno, fstype)) from e
 
 
 def bind(op: Bind, root_fd: int, created: list[str]) -> None:
@@ -292,8 +295,7 @@ def bind(op: Bind, root_fd: int, created: list[str]) -> None:
     try:
         # Through the fd: the mount lands on the very inode resolved above,
         # whatever was bound meanwhile on the way to it.
-        syscalls.mount(op.source, f"/proc/self/fd/{fd}", None, syscalls.MS_BIND | syscalls.MS_REC)
-    except OSError as e:
-        raise LaunchError(f"cannot bind {op.source} to {op.target}: {e.strerror}") from e
+        mount(op.source, f"/proc/self/fd/{fd}", None, syscalls.MS_BIND | syscalls.MS_REC,
+              failed=f"cannot bind {op.source} to {op.target}")
     finally:
         os.close(fd)

@@ -9,15 +9,8 @@ from __future__ import annotations
 
 import os
 
-from plash.errors import LaunchError
+from plash.errors import LaunchError, os_message
 from plash.launch import syscalls
-
-USERNS_HINT = (
-    "unprivileged user namespaces seem disabled: try "
-    "'sysctl -w kernel.unprivileged_userns_clone=1' or "
-    "'sysctl -w kernel.apparmor_restrict_unprivileged_userns=0' "
-    "(inside a container, it needs --privileged or a seccomp/AppArmor profile that allows unshare)"
-)
 
 
 def _sub_range(path: str, uid: int, name: str | None) -> tuple[int, int] | None:
@@ -88,16 +81,22 @@ def enter(mount_ns: bool = True) -> None:
     if os.getuid() == 0:
         if mount_ns:
             _unshare(syscalls.CLONE_NEWNS)
-            syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+            _make_mounts_private()
         return
     uid, gid = os.getuid(), os.getgid()
     flags = syscalls.CLONE_NEWUSER | (syscalls.CLONE_NEWNS if mount_ns else 0)
     ranges = id_ranges()
     if ranges is None:
         _unshare(flags)
-        _write("/proc/self/setgroups", "deny")
-        _write("/proc/self/uid_map", f"0 {uid} 1\n")
-        _write("/proc/self/gid_map", f"0 {gid} 1\n")
+        try:
+            _write("/proc/self/setgroups", "deny")
+            _write("/proc/self/uid_map", f"0 {uid} 1\n")
+            _write("/proc/self/gid_map", f"0 {gid} 1\n")
+        except OSError as e:
+            from plash.launch.refusals import id_map_hint  # only on a failure: not on plash run's path
+
+            raise LaunchError(f"cannot map ids in the new user namespace: {os_message(e)}",
+                              hint=id_map_hint(e.errno)) from e
     else:
         # newuidmap must run outside the new namespace (its setuid bit means
         # nothing inside), so a helper is forked first and told when to act.
@@ -130,11 +129,24 @@ def enter(mount_ns: bool = True) -> None:
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
     if mount_ns:
-        syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+        _make_mounts_private()
 
 
 def _unshare(flags: int) -> None:
     try:
         syscalls.unshare(flags)
     except OSError as e:
-        raise LaunchError(f"cannot create a namespace: {e.strerror}", hint=USERNS_HINT) from e
+        from plash.launch.refusals import unshare_hint  # only on a failure: not on plash run's path
+
+        as_root = not flags & syscalls.CLONE_NEWUSER
+        raise LaunchError(f"cannot create a namespace: {e.strerror}", hint=unshare_hint(e.errno, as_root)) from e
+
+
+def _make_mounts_private() -> None:
+    """Keep this namespace's mounts from propagating back to the host's."""
+    try:
+        syscalls.mount(None, "/", None, syscalls.MS_REC | syscalls.MS_PRIVATE)
+    except OSError as e:
+        from plash.launch.refusals import mount_hint  # only on a failure: not on plash run's path
+
+        raise LaunchError(f"cannot make the mounts private: {e.strerror}", hint=mount_hint(e.errno)) from e

@@ -1,4 +1,4 @@
-"""When the kernel refuses user namespaces, plash says so in one line with a hint."""
+"""When the kernel refuses a namespace, plash says so in one line, with the hint for that errno."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import pytest
 from conftest import PLASH, Plash, make_plash
 
 # Runs as the test user: enter a user namespace mapped to the same ids, set
-# its (per-namespace) limit of nested user namespaces to 0, then exec plash,
-# which thereby meets a kernel that refuses unshare(CLONE_NEWUSER).
-REFUSE_USERNS = """
+# one of its (per-namespace) limits of nested namespaces to 0, then exec
+# plash, which thereby meets a kernel that refuses its unshare with ENOSPC.
+REFUSE_NAMESPACES = """
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
 uid, gid = os.getuid(), os.getgid()
@@ -19,22 +19,35 @@ if libc.unshare(0x10000000) != 0:
 open("/proc/self/setgroups", "w").write("deny")
 open("/proc/self/uid_map", "w").write("%d %d 1" % (uid, uid))
 open("/proc/self/gid_map", "w").write("%d %d 1" % (gid, gid))
-open("/proc/sys/user/max_user_namespaces", "w").write("0")
-os.execv(sys.argv[1], sys.argv[1:])
+open("/proc/sys/user/" + sys.argv[1], "w").write("0")
+os.execv(sys.argv[2], sys.argv[2:])
 """
 
+ENOSPC_HINT = ("hint: the kernel's limit of user or mount namespaces is reached (0 allows none, 32 may nest): "
+               "raise the sysctls user.max_user_namespaces and user.max_mnt_namespaces")
 
-@pytest.mark.parametrize("user", ["sub", "nosub"])
-def test_userns_refused_gives_a_hint(user: str, users_base: Path, busybox_tgz: Path) -> None:
+
+@pytest.mark.parametrize(
+    ("user", "limit"),
+    [
+        ("sub", "max_user_namespaces"),
+        ("nosub", "max_user_namespaces"),
+        ("sub", "max_mnt_namespaces"),
+        ("nosub", "max_mnt_namespaces"),
+        ("root", "max_mnt_namespaces"),  # root asks for a mount namespace only
+    ],
+)
+def test_namespaces_refused_give_the_hint_of_their_errno(user: str, limit: str, users_base: Path,
+                                                         busybox_tgz: Path) -> None:
     p: Plash = make_plash(user, users_base)
     image = p.import_tar(busybox_tgz)
     before = p.snapshot()
     python = str(Path(PLASH).parent / "python")
-    r = p.sh([python, "-c", REFUSE_USERNS, PLASH, "run", image, "true"])
-    assert r.returncode == 1
-    lines = r.stderr.splitlines()
-    assert lines[0].startswith("plash error: cannot create a namespace:"), r.stderr
-    assert lines[1].startswith("hint: unprivileged user namespaces seem disabled")
-    assert len(lines) == 2
+    r = p.sh([python, "-c", REFUSE_NAMESPACES, limit, PLASH, "run", image, "true"])
+    assert r.returncode == 1, r.stderr
+    assert r.stderr.splitlines() == [
+        "plash error: cannot create a namespace: unshare: No space left on device",
+        ENOSPC_HINT,
+    ]
     assert p.snapshot() == before
     assert p.ok("run", image, "echo", "back") == "back"
