@@ -6,6 +6,7 @@ import os
 import sys
 from typing import Callable
 
+from plash import config
 from plash.errors import PlashError, os_message, report
 
 
@@ -41,7 +42,7 @@ def in_namespace(work: Callable[[], None], mount_ns: bool = False) -> int:
         except KeyboardInterrupt:
             code = 130
         except BaseException as e:  # the child must never return into the caller's code
-            if os.environ.get("PLASH_DEBUG"):
+            if config.debug():
                 import traceback
 
                 traceback.print_exc()
