@@ -26,8 +26,12 @@ from plash import config
 from plash.errors import PlashError, os_message, report
 from plash.launch.stepspec import StepSpec
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
-def _with_namespace_fallback(work) -> None:  # type: ignore[no-untyped-def]
+
+def _with_namespace_fallback(work: Callable[[], None]) -> None:
     try:
         work()
     except PermissionError:

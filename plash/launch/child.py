@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Callable
 
 from plash import config
 from plash.errors import PlashError, os_message, report
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def in_namespace(work: Callable[[], None], mount_ns: bool = False) -> int:

@@ -12,7 +12,7 @@ import json
 class StepSpec:
     """Run shell in image of the store at store, changes kept in the staging dir, starting in cwd."""
 
-    __slots__ = ("store", "image", "shell", "staging", "cwd")
+    __slots__ = ("cwd", "image", "shell", "staging", "store")
 
     def __init__(self, store: str, image: int, shell: str, staging: str, cwd: str = "/") -> None:
         self.store, self.image, self.shell, self.staging, self.cwd = store, image, shell, staging, cwd

@@ -47,7 +47,7 @@ def id_ranges() -> tuple[tuple[int, int], tuple[int, int]] | None:
 
 
 def _which(name: str) -> bool:
-    for d in (os.environ.get("PATH") or "/usr/bin:/bin").split(":") + ["/usr/bin", "/usr/sbin"]:
+    for d in [*(os.environ.get("PATH") or "/usr/bin:/bin").split(":"), "/usr/bin", "/usr/sbin"]:
         if d and os.access(os.path.join(d, name), os.X_OK):
             return True
     return False
