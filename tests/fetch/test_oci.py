@@ -17,8 +17,9 @@ from conftest import Plash, need
 from oci_images import Layout, layer_tar
 from servers import Registry, Server
 
+from plash.engine.fetch.auth import parse_challenge
 from plash.engine.fetch.http import FetchError
-from plash.engine.fetch.oci import choose_manifest, is_insecure_ok, parse_challenge, parse_ref
+from plash.engine.fetch.oci import choose_manifest, is_insecure_ok, parse_ref
 
 
 def busybox_layer() -> bytes:

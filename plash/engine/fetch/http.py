@@ -20,19 +20,21 @@ Servers are untrusted, so every request is bounded in size and in time:
 from __future__ import annotations
 
 import collections
+import json
 import math
 import os
 import zlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
+from typing import Any
 
 import httpx
 import trio
 
 from plash.errors import DigestMismatch, FetchError, PlashError
+from plash.lang.hashpath import sha256
 
 __all__ = ["FetchError"]  # its home is plash.errors; kept importable from here
-from plash.lang.hashpath import sha256
 
 RETRIES = 4
 CHUNK = 1 << 16
@@ -42,6 +44,12 @@ MiB = 1 << 20
 # largest (images.json of images.linuxcontainers.org is several MB and grows),
 # Debian Release files are far smaller; OCI documents pass limits of their own.
 DOCUMENT_LIMIT = 64 * MiB
+# A request sent as it is, whatever auth its client has (the base Auth's flow
+# yields the request untouched): a token request must not go through the flow
+# that asked for it.
+NO_AUTH = httpx.Auth()
+# A JSON object from a server: its values are whatever the server sent, checked where used.
+JSONObject = dict[str, Any]
 
 
 def _env_number(name: str, default: float, allow_zero: bool = False) -> float:
@@ -73,9 +81,42 @@ def min_rate() -> tuple[float, float]:
             _env_number("PLASH_HTTP_RATE_WINDOW", 60))
 
 
-def client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(timeout=timeout(), follow_redirects=True,
+def client(auth: httpx.Auth | None = None) -> httpx.AsyncClient:
+    """The client for a session; auth, if given, sees every request that does not bring its own."""
+    return httpx.AsyncClient(auth=auth, timeout=timeout(), follow_redirects=True,
                              headers={"User-Agent": "plash (+https://github.com/ihucos/plash)"})
+
+
+async def _send(c: httpx.AsyncClient, request: httpx.Request, auth: httpx.Auth | None) -> httpx.Response:
+    """Send a request, streamed, with auth (None: the client's)."""
+    if auth is None:
+        return await c.send(request, stream=True)
+    return await c.send(request, auth=auth, stream=True)
+
+
+class _Unread(httpx.AsyncByteStream):  # type: ignore[misc, unused-ignore]  # Any where mypy cannot see httpx
+    """An answer's body that is never read: it yields nothing, and closing it closes (and drops) the connection."""
+
+    def __init__(self, stream: httpx.AsyncByteStream) -> None:
+        self.stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        return
+        yield b""  # an async generator that ends at once
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+def leave_unread(response: httpx.Response) -> None:
+    """Make a streamed answer's body empty, unread, for an auth flow that sends its request again.
+
+    httpx reads such an answer whole before the next request, decoding it
+    too; a server's 401 may be of any size and encoding. Dropping the
+    connection costs a new one for the retry, which is rare.
+    """
+    if isinstance(response.stream, httpx.AsyncByteStream):
+        response.stream = _Unread(response.stream)
 
 
 def size_text(n: int) -> str:
@@ -102,6 +143,24 @@ def _describe(e: Exception) -> str:
     return str(e) or type(e).__name__
 
 
+def parse_json(body: bytes, where: str, what: str) -> JSONObject:
+    """Pure: a JSON object from a server, or a FetchError naming the document and what is wrong."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
+        raise FetchError(f"{where}: {what} is not JSON ({str(e)[:100] or type(e).__name__})") from None
+    if not isinstance(doc, dict):
+        raise FetchError(f"{where}: {what} is not a JSON object but {json_type(doc)}")
+    return doc
+
+
+def json_type(value: object) -> str:
+    """Pure: what a JSON value is, in words ("a list")."""
+    kinds: dict[type, str] = {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+                              float: "a number", type(None): "null"}
+    return kinds.get(type(value), type(value).__name__)
+
+
 @dataclass(frozen=True)
 class Document:
     """A small document's answer: status and headers, and the body of a 2xx answer (b"" otherwise)."""
@@ -114,36 +173,37 @@ class Document:
 
 
 async def get_document(c: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None,
-                       limit: int = DOCUMENT_LIMIT, what: str = "the document") -> Document:
+                       limit: int = DOCUMENT_LIMIT, what: str = "the document",
+                       auth: httpx.Auth | None = None) -> Document:
     """GET a small document of at most limit bytes, with retries for broken connections and 5xx answers.
 
     The answer comes back whatever its status (the last one of a 5xx); a
     broken connection, a body over the limit, or no whole answer within
     document_timeout() is a FetchError that names the URL (`what` names the
-    kind of document in the message).
+    kind of document in the message). auth: see _send.
     """
     seconds = document_timeout()
     with trio.move_on_after(seconds):
-        return await _get_document(c, url, headers, limit, what)
+        return await _get_document(c, url, headers, limit, what, auth)
     raise FetchError(f"{url}: {what} did not arrive within {seconds:g} s (PLASH_HTTP_DOCUMENT_TIMEOUT)")
 
 
 async def get_bytes(c: httpx.AsyncClient, url: str, headers: dict[str, str] | None = None,
-                    limit: int = DOCUMENT_LIMIT, what: str = "the document") -> bytes:
+                    limit: int = DOCUMENT_LIMIT, what: str = "the document", auth: httpx.Auth | None = None) -> bytes:
     """GET a small document, with retries; FetchError on failure (see get_document)."""
-    doc = await get_document(c, url, headers, limit, what)
+    doc = await get_document(c, url, headers, limit, what, auth)
     if not 200 <= doc.status < 300:  # 3xx: a redirect without a Location
         raise FetchError(f"{url}: HTTP {doc.status} {doc.reason}", status=doc.status)
     return doc.body
 
 
 async def _get_document(c: httpx.AsyncClient, url: str, headers: dict[str, str] | None, limit: int,
-                        what: str) -> Document:
+                        what: str, auth: httpx.Auth | None) -> Document:
     delay = 0.2
     for attempt in range(RETRIES):
         last = attempt == RETRIES - 1
         try:
-            doc = await _get_once(c, url, headers, limit, what)
+            doc = await _get_once(c, url, headers, limit, what, auth)
         except httpx.UnsupportedProtocol as e:  # file:, ftp: (a redirect there, say): never tried again
             raise FetchError(f"{url}: {_describe(e)}") from None
         except httpx.TransportError as e:
@@ -160,11 +220,11 @@ async def _get_document(c: httpx.AsyncClient, url: str, headers: dict[str, str] 
 
 
 async def _get_once(c: httpx.AsyncClient, url: str, headers: dict[str, str] | None, limit: int,
-                    what: str) -> Document:
+                    what: str, auth: httpx.Auth | None) -> Document:
     # gzip is the one encoding asked for, and it is decoded here, with the
     # limit applied to the decoded bytes: httpx would decode a bomb whole
     h = {"Accept-Encoding": "gzip", **(headers or {})}
-    r = await c.send(c.build_request("GET", url, headers=h), stream=True)
+    r = await _send(c, c.build_request("GET", url, headers=h), auth)
     try:
         if not 200 <= r.status_code < 300:
             return Document(url, r.status_code, r.reason_phrase, r.headers, b"")
@@ -260,13 +320,13 @@ class RateGuard:
 
 async def stream(c: httpx.AsyncClient, url: str, sink: Callable[[bytes], Awaitable[None]],
                  verify: Verified, progress: Callable[[int, int | None], None] | None = None,
-                 headers: dict[str, str] | None = None) -> str:
+                 headers: dict[str, str] | None = None, auth: httpx.Auth | None = None) -> str:
     """Download url into sink, resuming with Range after a broken connection; return the sha256.
 
     Bytes reach the sink exactly once and in order; when the server cannot
     resume (no 206), a broken transfer is an error rather than a restart,
     since the sink may have consumed the first part. A transfer slower than
-    min_rate() is an error too, and is not tried again.
+    min_rate() is an error too, and is not tried again. auth: see _send.
     """
     delay = 0.2
     attempt = 0
@@ -280,7 +340,7 @@ async def stream(c: httpx.AsyncClient, url: str, sink: Callable[[bytes], Awaitab
         try:
             # the answer's headers count as the first bytes: a server that drips them is too slow too
             with trio.move_on_after(guard.deadline) as waiting:
-                r = await c.send(c.build_request("GET", url, headers=h), stream=True)
+                r = await _send(c, c.build_request("GET", url, headers=h), auth)
             if waiting.cancelled_caught:
                 raise guard.error()
             try:

@@ -1,8 +1,8 @@
-"""OCI / Docker registries (SPEC 6.2): references, the token flow, manifests, platform choice.
+"""OCI / Docker registries (SPEC 6.2): references, manifests, platform choice.
 
-The pure parts (parse_ref, is_loopback, the Bearer challenge, the checks of
-registry documents, choose_manifest) are plain functions; `Registry` does the
-HTTP through plash's http module. Registries are untrusted: every document is
+The pure parts (parse_ref, is_loopback, the checks of registry documents,
+choose_manifest) are plain functions; `Registry` does the HTTP through
+plash's http module, with the registry's auth flow (auth.py) on the client. Registries are untrusted: every document is
 read within a limit of its kind and checked before anything uses it, and a
 malformed one is a FetchError naming its URL and what is wrong.
 """
@@ -10,14 +10,16 @@ malformed one is a FetchError naming its URL and what is wrong.
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import re
 
 import httpx
 
-from plash.engine.fetch.http import Document, FetchError, MiB, get_bytes, get_document
+from plash.engine.fetch.auth import RegistryAuth
+from plash.engine.fetch.http import Document, FetchError, JSONObject, MiB, get_document, json_type, parse_json
 from plash.lang.hashpath import sha256
+
+__all__ = ["parse_json"]  # its home is http; kept importable from here
 
 DOCKER_HUB = "registry-1.docker.io"
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json", "application/vnd.docker.distribution.manifest.list.v2+json")
@@ -27,12 +29,10 @@ ACCEPT = ", ".join(INDEX_TYPES + MANIFEST_TYPES)
 # What a registry's answers may weigh in memory. Manifests and indexes: 4 MiB,
 # as containerd and the distribution registry accept (real ones are a few KiB);
 # image configs: 8 MiB (they carry the build history, real ones are under
-# 100 KiB); token answers: 1 MiB (a JWT is a few KiB).
+# 100 KiB); token answers: see auth.TOKEN_LIMIT.
 MANIFEST_LIMIT = 4 * MiB
 CONFIG_LIMIT = 8 * MiB
-TOKEN_LIMIT = 1 * MiB
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
-TOKEN = re.compile(r"[A-Za-z0-9._~+/=-]+")  # RFC 6750 b64token
 GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le",
           "s390x": "s390x", "riscv64": "riscv64"}
 
@@ -122,51 +122,10 @@ def is_insecure_ok(registry: str) -> bool:
     return registry in allowed or host in allowed
 
 
-def parse_challenge(header: str) -> dict[str, str]:
-    """The parameters of a `Bearer realm="...",service="...",scope="..."` challenge ({} if not Bearer)."""
-    scheme, _, params = header.strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return {}
-    out: dict[str, str] = {}
-    i = 0
-    while i < len(params):
-        eq = params.find("=", i)
-        if eq < 0:
-            break
-        key = params[i:eq].strip(" ,")
-        if params[eq + 1:eq + 2] == '"':
-            end = params.find('"', eq + 2)
-            end = len(params) if end < 0 else end
-            out[key] = params[eq + 2:end]
-            i = end + 1
-        else:
-            end = params.find(",", eq)
-            end = len(params) if end < 0 else end
-            out[key] = params[eq + 1:end]
-            i = end + 1
-    return out
-
-
-def parse_json(body: bytes, where: str, what: str) -> dict:
-    """Pure: a JSON object from a server, or a FetchError naming the document and what is wrong."""
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
-        raise FetchError(f"{where}: {what} is not JSON ({str(e)[:100] or type(e).__name__})") from None
-    if not isinstance(doc, dict):
-        raise FetchError(f"{where}: {what} is not a JSON object but {_json_type(doc)}")
-    return doc
-
-
-def _json_type(value: object) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
-            float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
-
-
-def check_descriptor(desc: object, where: str, what: str, need_size: bool = True) -> dict:
+def check_descriptor(desc: object, where: str, what: str, need_size: bool = True) -> JSONObject:
     """Pure: desc as a content descriptor (a sha256 digest, and a size unless need_size is False)."""
     if not isinstance(desc, dict):
-        raise FetchError(f"{where}: {what} is not an object but {_json_type(desc)}")
+        raise FetchError(f"{where}: {what} is not an object but {json_type(desc)}")
     digest = desc.get("digest")
     if not isinstance(digest, str) or not DIGEST.fullmatch(digest):
         shown = repr(digest)[:80] if digest is not None else "none"
@@ -177,7 +136,7 @@ def check_descriptor(desc: object, where: str, what: str, need_size: bool = True
     return desc
 
 
-def check_manifest(doc: dict, where: str) -> dict:
+def check_manifest(doc: JSONObject, where: str) -> JSONObject:
     """Pure: doc as an image manifest (schema 2, a config and a list of layers, each a descriptor)."""
     if doc.get("schemaVersion") != 2:
         raise FetchError(f"{where}: unsupported manifest (schema {repr(doc.get('schemaVersion'))[:20]})")
@@ -191,14 +150,14 @@ def check_manifest(doc: dict, where: str) -> dict:
 
 
 def choose_manifest(index: object, arch: str | None = None, variant: str | None = None,
-                    where: str = "the manifest list") -> dict:
+                    where: str = "the manifest list") -> JSONObject:
     """The entry of a manifest list/index for linux on this machine."""
     arch = arch or GOARCH.get(os.uname().machine, os.uname().machine)
     entries = index.get("manifests") if isinstance(index, dict) else None
     if not isinstance(entries, list):
         raise FetchError(f"{where}: the manifest list has no list of manifests")
 
-    def platform(m: object) -> dict:
+    def platform(m: object) -> JSONObject:
         p = m.get("platform") if isinstance(m, dict) else None
         return p if isinstance(p, dict) else {}
 
@@ -212,59 +171,37 @@ def choose_manifest(index: object, arch: str | None = None, variant: str | None 
 
 
 class Registry:
-    """One registry session: scheme, anonymous token, manifests and blobs."""
+    """One registry session: its base URL, its auth flow (set on the client), manifests and blob URLs.
 
-    def __init__(self, c: httpx.AsyncClient, ref: Ref) -> None:
+    The auth flow goes on the client so that every request the client sends
+    to this registry, the blobs the caller streams with it too, answers a
+    401 by itself (auth.RegistryAuth); so one Registry per client.
+    """
+
+    def __init__(self, c: httpx.AsyncClient, ref: Ref, credentials: tuple[str, str] | None = None) -> None:
         self.c, self.ref = c, ref
         host, port = registry_host(ref.registry)
         netloc = ref.registry if ":" not in host else f"[{host}]" + (f":{port}" if port else "")  # a bare v6 address
         self.base = f"{'http' if is_insecure_ok(ref.registry) else 'https'}://{netloc}/v2/{ref.repository}"
-        self.token: str | None = None
+        self.auth = RegistryAuth(c, self.base, ref.repository, credentials)
+        c.auth = self.auth
 
     def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        h = dict(extra or {})
-        if self.token:
-            h["Authorization"] = f"Bearer {self.token}"
-        return h
-
-    async def authorize(self, answer: Document) -> None:
-        """After a 401: get an anonymous token from the realm the challenge names."""
-        params = parse_challenge(answer.headers.get("www-authenticate", ""))
-        if "realm" not in params:
-            raise FetchError(f"{answer.url}: HTTP 401 and no token service to ask (not an anonymous registry)")
-        query = {k: v for k, v in params.items() if k in ("service", "scope")}
-        query.setdefault("scope", f"repository:{self.ref.repository}:pull")
-        try:
-            url = str(httpx.URL(params["realm"], params=query))
-        except httpx.InvalidURL as e:
-            raise FetchError(f"{answer.url}: the token service's address {params['realm']!r} is invalid ({e})") from None
-        body = parse_json(await get_bytes(self.c, url, limit=TOKEN_LIMIT, what="the token answer"), url,
-                          "the token answer")
-        token = body.get("token") or body.get("access_token")
-        if not token:
-            raise FetchError(f"{params['realm']}: no token in the answer")
-        # the token goes into a header line as it is: only the characters of a token68 may pass
-        if not isinstance(token, str) or not TOKEN.fullmatch(token):
-            raise FetchError(f"{params['realm']}: the token in the answer is not a valid token")
-        self.token = token
+        """extra as it is: Authorization comes from the auth flow on the client now (kept for old callers)."""
+        return dict(extra or {})
 
     async def get(self, url: str, accept: str, limit: int, what: str) -> Document:
-        """GET a document of at most limit bytes with the token flow; FetchError for errors."""
-        for _ in range(2):
-            answer = await get_document(self.c, url, self.headers({"Accept": accept}), limit, what)
-            if answer.status == 401 and self.token is None:
-                await self.authorize(answer)
-                continue
-            if answer.status == 404:
-                raise FetchError(f"{self.ref}: not found ({url})")
-            if answer.status >= 400:
-                raise FetchError(f"{url}: HTTP {answer.status} {answer.reason}")
-            if answer.status >= 300:  # a redirect httpx did not follow: no Location
-                raise FetchError(f"{url}: HTTP {answer.status} {answer.reason} without a place to go")
-            return answer
-        raise FetchError(f"{url}: HTTP 401 even with a token")
+        """GET a document of at most limit bytes (a 401 is the auth flow's); FetchError for errors."""
+        answer = await get_document(self.c, url, {"Accept": accept}, limit, what)
+        if answer.status == 404:
+            raise FetchError(f"{self.ref}: not found ({url})")
+        if answer.status >= 400:
+            raise FetchError(f"{url}: HTTP {answer.status} {answer.reason}")
+        if answer.status >= 300:  # a redirect httpx did not follow: no Location
+            raise FetchError(f"{url}: HTTP {answer.status} {answer.reason} without a place to go")
+        return answer
 
-    async def manifest(self) -> tuple[dict, str]:
+    async def manifest(self) -> tuple[JSONObject, str]:
         """The image manifest for this machine (following a manifest list) and its digest."""
         url = f"{self.base}/manifests/{self.ref.reference}"
         answer = await self.get(url, ACCEPT, MANIFEST_LIMIT, "the manifest")
