@@ -8,7 +8,10 @@ import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import urllib.error
 import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -231,3 +234,101 @@ def chain(plash: Plash, image: str) -> list[str]:
     while (parent := plash.ok("parent", ids[0])) != "0":
         ids.insert(0, parent)
     return ids
+
+
+class ExpiringTokens:
+    """A registry in front of a real one whose Bearer tokens expire in the middle of an import.
+
+    /token hands out the token of the current generation; /v2/ wants it. The
+    first request for a path in `expire_on` that comes with a valid token ends
+    that generation (every token handed out so far expires) and is answered
+    401 with a challenge, as a registry answers a request whose token has
+    just expired; the requests that follow with the old token get 401 too.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.generation = 1
+        self.expire_on: set[str] = set()
+        self.expired_at: str | None = None
+        self.hits: dict[str, int] = {}
+        self.unauthorized: list[str] = []
+        self.lock = threading.Lock()
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), self.handler())
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.httpd.server_address[1]}"
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def handler(self) -> type[BaseHTTPRequestHandler]:
+        state = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802
+                path = self.path.split("?")[0]
+                with state.lock:
+                    state.hits[path] = state.hits.get(path, 0) + 1
+                    valid = self.headers.get("Authorization") == f"Bearer token-{state.generation}"
+                    if path == "/token":
+                        self.answer(200, json.dumps({"token": f"token-{state.generation}"}).encode())
+                        return
+                    if valid and path in state.expire_on and state.expired_at is None:
+                        state.generation += 1
+                        state.expired_at = path
+                        valid = False
+                    if not valid:
+                        state.unauthorized.append(path)
+                if not valid:
+                    challenge = f'Bearer realm="http://{state.host}/token",service="test",scope="repository:test/multi:pull"'
+                    self.answer(401, b'{"errors": [{"code": "UNAUTHORIZED"}]}', {"WWW-Authenticate": challenge})
+                    return
+                req = urllib.request.Request(f"http://{state.upstream}{self.path}",
+                                             headers={"Accept": self.headers.get("Accept", "*/*")})
+                try:
+                    with urllib.request.urlopen(req) as r:
+                        body, status, ctype = r.read(), r.status, r.headers.get("Content-Type", "")
+                except urllib.error.HTTPError as e:
+                    body, status, ctype = e.read(), e.code, e.headers.get("Content-Type", "")
+                self.answer(status, body, {"Content-Type": ctype})
+
+            def answer(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+                self.send_response(status)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        return Handler
+
+
+@pytest.mark.parametrize("blob", ["config", "layers"])
+def test_a_token_that_expires_on_a_blob_is_renewed(root_plash: Plash, registry: Registry, blob: str) -> None:
+    req = urllib.request.Request(f"http://{registry.host}/v2/test/multi/manifests/1",
+                                 headers={"Accept": "application/vnd.oci.image.manifest.v1+json"})
+    with urllib.request.urlopen(req) as r:
+        manifest = json.load(r)
+    blobs = [manifest["config"]] if blob == "config" else manifest["layers"]
+    front = ExpiringTokens(registry.host)
+    # the config is read before any layer; the layers download side by side, so
+    # several of them may meet the expired token at once
+    front.expire_on = {f"/v2/test/multi/blobs/{b['digest']}" for b in blobs}
+    try:
+        image = root_plash.ok("import-docker", f"{front.host}/test/multi:1")
+        assert root_plash.ok("run", image, "cat", "/etc/three") == "three"
+        assert front.expired_at in front.expire_on  # the token did expire on such a blob, after the manifest worked
+        assert front.hits["/token"] == 2  # one token, then one more for every request that met its expiry
+        assert front.hits[front.expired_at] == 2  # the blob that met the expiry was asked for again, once
+    finally:
+        front.close()
