@@ -5,7 +5,7 @@ COMMANDS names every command, in `plash help`'s order, with its handler:
 - a fast command (run, build, b, eval, help-macros) is a function here that
   takes the words after its name, runs without click (70 ms) and returns the
   command to run next, if any (plash b); its docstring is its help, which
-  plash.cli renders with click and nothing else;
+  plash.cli.helps renders with click and nothing else;
 - every other command is a click command, named by where it lives
   ("module:attribute") and loaded with click only when it is used.
 
@@ -114,35 +114,35 @@ def help_macros_command(args: list[str]) -> None:
 
 
 COMMANDS: dict[str, str | Fast] = {
-    "help": "plash.cli:help_cmd",
-    "version": "plash.cli:version",
-    "init": "plash.cli:init",
+    "help": "plash.cli.helps:help_cmd",
+    "version": "plash.cli.helps:version",
+    "init": "plash.cli.store:init",
     "build": Fast(build_command, ("macros...",)),
     "b": Fast(b_command, ("plashcmd", "macros...")),
-    "warm": "plash.cli:warm",
+    "warm": "plash.cli.images:warm",
     "eval": Fast(eval_command, ("macros...",)),
     # as in the original, `plash help-macros --help` lists the macros too
     "help-macros": Fast(help_macros_command, help_flag=False),
     "run": Fast(run_command, ("image", "cmd...")),
-    "create": "plash.cli:create",
-    "import-tar": "plash.cli:import_tar",
-    "import-lxc": "plash.cli:import_lxc",
-    "import-url": "plash.cli:import_url",
-    "import-docker": "plash.cli:import_docker",
-    "export-tar": "plash.cli:export_tar",
-    "copy": "plash.cli:copy",
-    "mount": "plash.cli:mount",
-    "with-mount": "plash.cli:with_mount",
-    "nodepath": "plash.cli:nodepath",
-    "parent": "plash.cli:parent",
-    "map": "plash.cli:map_cmd",
-    "rm": "plash.cli:rm",
-    "clean": "plash.cli:clean",
-    "fsck": "plash.cli:fsck",
-    "shrink": "plash.cli:shrink",
-    "purge": "plash.cli:purge",
-    "sudo": "plash.cli:sudo",
-    "data": "plash.cli:data",
+    "create": "plash.cli.images:create",
+    "import-tar": "plash.cli.images:import_tar",
+    "import-lxc": "plash.cli.images:import_lxc",
+    "import-url": "plash.cli.images:import_url",
+    "import-docker": "plash.cli.images:import_docker",
+    "export-tar": "plash.cli.store:export_tar",
+    "copy": "plash.cli.store:copy",
+    "mount": "plash.cli.store:mount",
+    "with-mount": "plash.cli.store:with_mount",
+    "nodepath": "plash.cli.store:nodepath",
+    "parent": "plash.cli.store:parent",
+    "map": "plash.cli.store:map_cmd",
+    "rm": "plash.cli.store:rm",
+    "clean": "plash.cli.store:clean",
+    "fsck": "plash.cli.store:fsck",
+    "shrink": "plash.cli.store:shrink",
+    "purge": "plash.cli.store:purge",
+    "sudo": "plash.cli.store:sudo",
+    "data": "plash.cli.store:data",
 }
 
 
@@ -231,7 +231,7 @@ def route(args: list[str]) -> list[str] | None:
         return command.handler(rest)
     if command is None and first != "--version":
         raise unknown_command(first)
-    from plash.cli import main as click_main  # plash --version, a fast command's help, and the rest
+    from plash.cli.app import main as click_main  # plash --version, a fast command's help, and the rest
 
     click_main([first, *rest])
     return None

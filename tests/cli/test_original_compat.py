@@ -85,9 +85,9 @@ def test_every_command_is_declared_once() -> None:
     """plash.__main__.COMMANDS is the one list: click lists it in its order, finds each command, and has no other."""
     import click
 
-    from plash import cli as cli_module
     from plash.__main__ import COMMANDS, Fast
-    from plash.cli import cli
+    from plash.cli import helps, images, store
+    from plash.cli.app import cli
 
     ctx = click.Context(cli)
     assert cli.list_commands(ctx) == list(COMMANDS)
@@ -96,7 +96,8 @@ def test_every_command_is_declared_once() -> None:
     for name, cmd in found.items():
         if isinstance(COMMANDS[name], Fast):
             assert cmd.callback is None, name  # click only renders a fast command's help
-    defined = [v for v in vars(cli_module).values() if isinstance(v, click.Command) and v is not cli]
+    defined = [v for m in (helps, images, store) for v in vars(m).values() if isinstance(v, click.Command)]
+    assert len(defined) == sum(not isinstance(where, Fast) for where in COMMANDS.values()), defined
     assert {id(v) for v in defined} <= {id(cmd) for cmd in found.values()}, "a click command that is not in COMMANDS"
 
 
