@@ -52,26 +52,30 @@ async def run_child(argv: list[str], stdin: int | None = None, stdout: int | Non
         report_r, report_w = os.pipe()
         argv = [*argv[:5], "--errors", str(report_w), *argv[5:]]  # after `python -m plash.launch --parent PID`
     try:
-        if on_line is None:
-            proc = await trio.run_process(argv, stdin=subprocess.DEVNULL if stdin is None else stdin,
-                                          stdout=sys.stderr.fileno() if stdout is None else stdout, check=False,
-                                          capture_stderr=errors, start_new_session=True, deliver_cancel=_kill_group,
-                                          pass_fds=(report_w,) if errors else ())
-            code: int = proc.returncode
-            crash = (proc.stderr or b"").decode(errors="replace").strip().splitlines()
-        else:
-            code = await _run_lines(argv, on_line)
+        try:
+            if on_line is None:
+                proc = await trio.run_process(argv, stdin=subprocess.DEVNULL if stdin is None else stdin,
+                                              stdout=sys.stderr.fileno() if stdout is None else stdout, check=False,
+                                              capture_stderr=errors, start_new_session=True,
+                                              deliver_cancel=_kill_group, pass_fds=(report_w,) if errors else ())
+                code: int = proc.returncode
+                crash = (proc.stderr or b"").decode(errors="replace").strip().splitlines()
+            else:
+                code = await _run_lines(argv, on_line)
+        finally:
+            if errors:
+                os.close(report_w)
+        if not errors:
+            return code
+        raw = await trio.to_thread.run_sync(os.read, report_r, 1 << 20)
     finally:
         if errors:
-            os.close(report_w)
-    if errors:
-        with os.fdopen(report_r, "rb") as f:
-            raw = await trio.to_thread.run_sync(f.read)
-        if code and raw:
-            data = json.loads(raw)
-            raise PlashError(data["message"], hint=data.get("hint"))
-        if code:  # no report: it crashed; its last words are all there is
-            raise PlashError(crash[-1] if crash else f"exit status {code}")
+            os.close(report_r)
+    if code and raw:
+        data = json.loads(raw)
+        raise PlashError(data["message"], hint=data.get("hint"))
+    if code:  # no report: it crashed; its last words are all there is
+        raise PlashError(crash[-1] if crash else f"exit status {code}")
     return code
 
 

@@ -136,24 +136,34 @@ async def unpack_download(root: str, fetch: Callable[[Sink], Awaitable[None]], w
     archive) lets the download go on to its end, verified; one that fails
     cancels it. Downloads take a slot of the process-wide download limit.
     """
-    r, w = os.pipe()
-    async with limit("download"), trio.open_nursery() as nursery:
+    async with limit("download"):
+        r, w = os.pipe()
+        out = trio.lowlevel.FdStream(w)  # owns w from here
+        read_end = [r]
+
+        def close_read_end() -> None:  # once the unpacker has ended, writes to the pipe fail: see send_or_drop
+            while read_end:
+                os.close(read_end.pop())
+
         async def unpacker() -> None:
             try:
                 await unpack_child(root, r, what, oci=oci)
             finally:
-                os.close(r)
+                close_read_end()
 
-        nursery.start_soon(unpacker)
-        out = trio.lowlevel.FdStream(w)
-        ended: list[bool] = []
         try:
-            async def sink(chunk: bytes) -> None:
-                await send_or_drop(out, chunk, ended)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(unpacker)
+                ended: list[bool] = []
+                try:
+                    async def sink(chunk: bytes) -> None:
+                        await send_or_drop(out, chunk, ended)
 
-            await fetch(sink)
+                    await fetch(sink)
+                finally:
+                    await out.aclose()
         finally:
-            await out.aclose()
+            close_read_end()  # the unpacker never started (cancelled at once)
 
 
 async def send_or_drop(out: trio.lowlevel.FdStream, chunk: bytes, ended: list[bool]) -> None:

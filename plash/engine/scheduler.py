@@ -10,7 +10,6 @@ import) takes its slots from the same limiters, through `limit()`.
 
 from __future__ import annotations
 
-import contextvars
 import graphlib
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -36,13 +35,15 @@ class Skipped(Exception):
     """A job that did not run because a job it depends on failed (with keep_going)."""
 
 
-_limiters: contextvars.ContextVar[dict[str, trio.CapacityLimiter]] = contextvars.ContextVar("plash_limiters")
+# One table per trio.run (a RunVar, not a ContextVar: every task of the run sees the same one)
+_limiters: trio.lowlevel.RunVar[dict[str, trio.CapacityLimiter]] = trio.lowlevel.RunVar("plash_limiters")
 
 
 def limit(resource: str) -> trio.CapacityLimiter:
-    """The process-wide limiter of a resource in the running DAG (one is made on first use outside one)."""
-    table = _limiters.get(None)
-    if table is None:
+    """The limiter of a resource for this whole run (made on first use, from config.limits, outside a DAG)."""
+    try:
+        table = _limiters.get()
+    except LookupError:
         table = {}
         _limiters.set(table)
     if resource not in table:
@@ -74,7 +75,12 @@ async def run_dag(jobs: dict[str, Job], limits: dict[str, int], keep_going: bool
     and everything else still runs.
     """
     order = sorter(jobs)
-    _limiters.set({name: trio.CapacityLimiter(n) for name, n in limits.items()})
+    try:
+        table = _limiters.get()
+    except LookupError:
+        table = {}
+        _limiters.set(table)
+    table.update({name: trio.CapacityLimiter(n) for name, n in limits.items() if name not in table})
     results: dict[str, Any] = {}
     send, receive = trio.open_memory_channel[str](len(jobs) or 1)
 

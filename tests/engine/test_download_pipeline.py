@@ -159,9 +159,6 @@ async def test_send_or_drop_writes_nothing_once_ended() -> None:
         os.close(r)
 
 
-@pytest.mark.xfail(strict=True, reason="children.run_child(errors=True) closes the report pipe's read end only on "
-                   "the normal path: when the child is cancelled (here: the fetch failed), report_r is never closed, "
-                   "one fd leaked per cancelled unpacker")
 async def test_a_failed_download_leaks_no_file_descriptor(tmp_path: Path, tar_of, fds) -> None:
     archive = tar_of(FILES)
     root = tmp_path / "root"
@@ -177,8 +174,6 @@ async def test_a_failed_download_leaks_no_file_descriptor(tmp_path: Path, tar_of
     assert fds.leaked(before, fds.now()) == {}
 
 
-@pytest.mark.xfail(strict=True, reason="unpack_download opens its pipe (os.pipe) before waiting for a download "
-                   "slot: cancelled while waiting (a sibling layer failed), neither end is ever closed")
 async def test_cancelled_while_waiting_for_a_download_slot_leaks_no_file_descriptor(tmp_path: Path, fds) -> None:
     held = trio.Event()
     fetched: list[bool] = []

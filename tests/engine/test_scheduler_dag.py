@@ -179,9 +179,6 @@ async def test_a_download_limit_made_on_first_use_inside_a_dag_is_shared_too(mon
     assert gate.peak == {"download": 1}
 
 
-@pytest.mark.xfail(strict=True, reason="limit() outside a run_dag makes a table per task (a ContextVar set in each "
-                   "task's own context copy), so sibling tasks get separate limiters: make_chain run outside a DAG "
-                   "(imports.run_import, i.e. plash import-docker) downloads every layer at once whatever PLASH_DOWNLOADS")
 async def test_limit_download_outside_a_dag_is_still_process_wide(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLASH_DOWNLOADS", "1")
     gate = Gate()
