@@ -86,7 +86,6 @@ async def resolve(c: httpx.AsyncClient, name: str, insecure: bool = False, diges
     distro, release = split_name(name)
     arch = debian_arch()
     base = base_url()
-    streams_error: str | None = None
     try:
         index = json.loads(await get_bytes(c, f"{base}/streams/v1/index.json"))
         paths = [v.get("path") for v in index.get("index", {}).values() if v.get("datatype") == "image-downloads"]
@@ -97,14 +96,16 @@ async def resolve(c: httpx.AsyncClient, name: str, insecure: bool = False, diges
                 if digest and found.sha256 != digest.lower():
                     raise DigestMismatch(f"{name}: the server lists sha256 {found.sha256}, not the given {digest}")
                 return found
-        streams_error = f"{name} ({arch}) is not in the image catalogue of {base}"
-    except (FetchError, ValueError, TypeError, AttributeError, KeyError, RecursionError) as e:
+        failure = FetchError(f"{name} ({arch}) is not in the image catalogue of {base}")
+    except DigestMismatch:
+        raise
+    except FetchError as e:
+        failure = e
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as e:
         # wrong JSON types or shapes from a hostile or broken server: a message, never a traceback
-        if isinstance(e, DigestMismatch):
-            raise
-        streams_error = e.message if isinstance(e, FetchError) else f"{base}: bad simplestreams catalogue ({e!r:.200})"
+        failure = FetchError(f"{base}: bad simplestreams catalogue ({e!r:.200})")
     if not (insecure or digest):
-        raise FetchError(streams_error or f"{name}: not found",
+        raise FetchError(failure.message, status=failure.status,
                          hint="the plain index has no digests: use --insecure (or give the sha256) to use it")
     for index_name in ("index-user", "index-system"):
         try:

@@ -16,7 +16,8 @@ import re
 import httpx
 
 from plash.engine.fetch.auth import RegistryAuth
-from plash.engine.fetch.http import Document, FetchError, JSONObject, MiB, get_document, json_type, parse_json
+from plash.engine.fetch.http import Document, JSONObject, MiB, get_document, json_type, parse_json
+from plash.errors import DigestMismatch, FetchError
 from plash.lang.hashpath import sha256
 
 __all__ = ["parse_json"]  # its home is http; kept importable from here
@@ -194,11 +195,11 @@ class Registry:
         """GET a document of at most limit bytes (a 401 is the auth flow's); FetchError for errors."""
         answer = await get_document(self.c, url, {"Accept": accept}, limit, what)
         if answer.status == 404:
-            raise FetchError(f"{self.ref}: not found ({url})")
+            raise FetchError(f"{self.ref}: not found ({url})", status=404)
         if answer.status >= 400:
-            raise FetchError(f"{url}: HTTP {answer.status} {answer.reason}")
+            raise FetchError(f"{url}: HTTP {answer.status} {answer.reason}", status=answer.status)
         if answer.status >= 300:  # a redirect httpx did not follow: no Location
-            raise FetchError(f"{url}: HTTP {answer.status} {answer.reason} without a place to go")
+            raise FetchError(f"{url}: HTTP {answer.status} {answer.reason} without a place to go", status=answer.status)
         return answer
 
     async def manifest(self) -> tuple[JSONObject, str]:
@@ -207,7 +208,7 @@ class Registry:
         answer = await self.get(url, ACCEPT, MANIFEST_LIMIT, "the manifest")
         digest = "sha256:" + sha256(answer.body).hexdigest()
         if self.ref.digest and digest != self.ref.digest:
-            raise FetchError(f"{self.ref}: manifest digest mismatch (got {digest})")
+            raise DigestMismatch(f"{self.ref}: manifest digest mismatch (got {digest})")
         doc = parse_json(answer.body, url, "the manifest")
         media = doc.get("mediaType") or answer.headers.get("content-type", "").split(";")[0]
         if media in INDEX_TYPES or "manifests" in doc:
@@ -216,7 +217,7 @@ class Registry:
             answer = await self.get(url, ACCEPT, MANIFEST_LIMIT, "the manifest")
             digest = "sha256:" + sha256(answer.body).hexdigest()
             if digest != entry["digest"]:
-                raise FetchError(f"{self.ref}: manifest digest mismatch (got {digest}, listed {entry['digest']})")
+                raise DigestMismatch(f"{self.ref}: manifest digest mismatch (got {digest}, listed {entry['digest']})")
             doc = parse_json(answer.body, url, "the manifest")
         return check_manifest(doc, url), digest
 
