@@ -16,8 +16,6 @@ from plash import config
 from plash.errors import LaunchError
 from plash.launch import syscalls, userns
 from plash.launch.mounts import RootSpec, apply, plan, root_dir
-from plash.launch.mounts import overlay_options as overlay_options  # re-exported for older callers
-from plash.launch.mounts import resolve_in_root as resolve_in_root  # re-exported for older callers
 from plash.store.layout import Store
 
 TYPE_CHECKING = False
