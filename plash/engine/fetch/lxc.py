@@ -13,7 +13,7 @@ import os
 
 import httpx
 
-from plash.engine.fetch.http import get_bytes
+from plash.engine.fetch.http import JSONObject, get_bytes
 from plash.engine.plan import debian_arch
 from plash.errors import DigestMismatch, FetchError
 
@@ -41,7 +41,7 @@ def split_name(name: str) -> tuple[str, str]:
 ROOTFS_FTYPE = "root.tar.xz"
 
 
-def rootfs_item(items: dict) -> dict | None:
+def rootfs_item(items: JSONObject) -> JSONObject | None:
     """Pure: the root.tar.xz item of one version, found by its ftype whatever its key (as LXD's client does).
 
     Servers key items as they like (root.tar.xz, rootfs.tar.xz, ...) beside
@@ -53,7 +53,7 @@ def rootfs_item(items: dict) -> dict | None:
     return min(found, key=lambda f: f[:2])[2] if found else None
 
 
-def pick_from_streams(base: str, images: dict, distro: str, release: str, arch: str) -> Rootfs | None:
+def pick_from_streams(base: str, images: JSONObject, distro: str, release: str, arch: str) -> Rootfs | None:
     """Pure: the newest version of distro:release:arch:default with a root.tar.xz, in a simplestreams products document."""
     product = images.get("products", {}).get(f"{distro}:{release}:{arch}:default")
     if not product:
@@ -73,9 +73,9 @@ def pick_from_index(base: str, text: str, distro: str, release: str, arch: str) 
     best: tuple[str, str] | None = None
     for line in text.splitlines():
         parts = line.strip().split(";")
-        if len(parts) >= 6 and parts[:4] == [distro, release, arch, "default"]:
-            if best is None or parts[4] > best[0]:
-                best = (parts[4], parts[5])
+        if (len(parts) >= 6 and parts[:4] == [distro, release, arch, "default"]
+                and (best is None or parts[4] > best[0])):
+            best = (parts[4], parts[5])
     if best is None:
         return None
     return Rootfs(f"{base}/{best[1].strip('/')}/rootfs.tar.xz", None, None)

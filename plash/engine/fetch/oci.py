@@ -41,7 +41,7 @@ GOARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386",
 class Ref:
     """registry, repository and tag or digest of an image reference."""
 
-    __slots__ = ("registry", "repository", "tag", "digest")
+    __slots__ = ("digest", "registry", "repository", "tag")
 
     def __init__(self, registry: str, repository: str, tag: str | None, digest: str | None) -> None:
         self.registry, self.repository, self.tag, self.digest = registry, repository, tag, digest
