@@ -8,7 +8,9 @@ import os
 
 from plash import testhook
 from plash.errors import NoImage
-from plash.store.layout import TRASH_PREFIX, Store, owner_alive
+from plash.store.layout import Store
+from plash.store.owners import owner_alive
+from plash.store.removal import TRASH_PREFIX
 
 
 def check(s: Store) -> tuple[list[str], list[str], list[int]]:

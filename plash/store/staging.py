@@ -21,7 +21,8 @@ import os
 import stat
 
 from plash.errors import PlashError
-from plash.store.layout import Store, rmtree
+from plash.store.layout import Store
+from plash.store.rmtree import rmtree
 
 TYPE_CHECKING = False  # typing is not imported at run time: a step's launcher starts with this
 if TYPE_CHECKING:

@@ -1,0 +1,219 @@
+"""A tarball's plain bytes, whatever its compression, read ahead in a thread of its own.
+
+Memory stays bounded whatever the input (see plash.store.unpack):
+- xz: at most XZ_MEMLIMIT (130 MiB) for the decoder, enough for a 128 MiB
+  dictionary; xz -9, the most real images use, needs 65 MiB.
+- zstd: windows up to ZSTD_MAX_WINDOW (128 MiB, --long=27), which is also
+  the most `zstd -d` accepts without --memory.
+- gzip (32 KiB window) and bzip2 (under 4 MiB) are bounded by design.
+- decompressed data is read at most 8 MiB ahead.
+
+After the end of the archive, at most MAX_TRAILING (16 MiB) more are read,
+and no more once DRAIN_IDLE (2 s) pass without data (see ReadAhead.drain).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from typing import Any, BinaryIO, Callable, Iterator
+
+from plash.errors import UnpackError
+
+# Limits that hold memory and time for any input (see the module docstring).
+XZ_MEMLIMIT = 130 << 20
+ZSTD_MAX_WINDOW = 1 << 27
+MAX_HEADERS = 1 << 20  # a member's extra headers, at most (see unpack's Header)
+MAX_TRAILING = 16 << 20
+DRAIN_IDLE = 2.0
+
+CHUNK = 1 << 20
+
+
+def open_decompressed(raw: BinaryIO) -> ReadAhead:
+    """A reader of the tarball's plain bytes, whatever its compression.
+
+    The input is read and decompressed by a thread of its own, ahead of the
+    tar reader: zlib, lzma, bz2 and zstd release the GIL while they work, so
+    decompressing overlaps with creating the files (as tar does with a
+    separate xz process).
+    """
+    buf = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type,type-var]
+    magic = buf.peek(6)[:6]
+    read: Callable[[], bytes]
+    if magic.startswith(b"\x1f\x8b"):
+        import gzip
+
+        gz = gzip.GzipFile(fileobj=_Available(buf), mode="rb")  # type: ignore[call-overload]
+        read = functools.partial(gz.read1, CHUNK)
+    elif magic.startswith(b"BZh"):
+        import bz2
+
+        read = functools.partial(bz2.BZ2File(_Available(buf)).read1, CHUNK)  # type: ignore[call-overload]
+    elif magic.startswith(b"\xfd7zXZ\x00"):
+        chunks = _xz_chunks(buf)
+        read = functools.partial(next, chunks, b"")
+    elif magic.startswith(b"\x28\xb5\x2f\xfd"):
+        import zstandard
+
+        zst = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(
+            _Available(buf), read_across_frames=True)
+        read = functools.partial(_zstd_read, zst)
+    else:
+        read = functools.partial(buf.read1, CHUNK)  # what a pipe has, without waiting for a full chunk
+    return ReadAhead(read)
+
+
+class _Available:
+    """A file whose read(n) gives what the input has (at least a byte), as a pipe does.
+
+    For the decompressors: a buffered read(n) waits for n bytes, and so would
+    hold back the end of the archive while the input stays open.
+    """
+
+    def __init__(self, buf: io.BufferedReader[Any]) -> None:
+        self.read = buf.read1
+
+
+def _xz_chunks(buf: io.BufferedReader[Any]) -> Iterator[bytes]:
+    """The plain bytes of an xz file, decoded within XZ_MEMLIMIT.
+
+    Like lzma.LZMAFile (which has no memory limit): concatenated streams
+    follow on; data after a stream that is not a stream is ignored.
+    """
+    import lzma
+
+    def decoder() -> lzma.LZMADecompressor:
+        return lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=XZ_MEMLIMIT)
+
+    dec = decoder()
+    try:
+        while True:
+            if dec.eof:
+                rest = dec.unused_data or buf.read1(CHUNK)
+                if not rest:
+                    return
+                dec = decoder()
+                try:
+                    out = dec.decompress(rest, CHUNK)
+                except lzma.LZMAError as e:
+                    if _xz_memory(e):
+                        raise
+                    return
+            else:
+                data = buf.read1(CHUNK) if dec.needs_input else b""
+                if dec.needs_input and not data:
+                    raise EOFError("compressed file ended before the end-of-stream marker was reached")
+                out = dec.decompress(data, CHUNK)  # bounded output: a small input may expand hugely
+            if out:
+                yield out
+    except lzma.LZMAError as e:
+        if _xz_memory(e):
+            raise UnpackError(
+                f"the xz stream needs more than {XZ_MEMLIMIT >> 20} MiB of memory to unpack (dictionary too large)"
+            ) from None
+        raise
+
+
+def _xz_memory(e: Exception) -> bool:
+    return "memory usage limit" in str(e).lower()
+
+
+def _zstd_read(stream: BinaryIO) -> bytes:
+    try:
+        return stream.read1(CHUNK)  # type: ignore[attr-defined]
+    except Exception as e:  # zstandard.ZstdError, imported lazily
+        if "too much memory" in str(e):
+            raise UnpackError(
+                f"the zstd stream needs a window of more than {ZSTD_MAX_WINDOW >> 20} MiB to unpack"
+            ) from None
+        raise
+
+
+class ReadAhead:
+    """Reads chunks in a daemon thread, a bounded number ahead (at most 8 MB).
+
+    Decompressors are read with read1, which hands out what one read of the
+    input gave: read, which fills its whole buffer first, would hold back
+    the end of the archive while, say, gzip skips zero padding that never ends.
+    """
+
+    def __init__(self, read: Callable[[], bytes]) -> None:
+        import queue
+        import threading
+
+        self.chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=8)
+        self.pending = b""
+        self.pos = 0  # in self.pending
+        self.offset = 0  # bytes handed out so far
+        self.limit: int | None = None  # handing out more than this raises (see Header)
+        self.done = False
+        self.stopped = False
+        threading.Thread(target=self._pump, args=(read,), daemon=True).start()
+
+    def _pump(self, read: Callable[[], bytes]) -> None:
+        try:
+            while not self.stopped:
+                chunk = read()
+                self.chunks.put(chunk)
+                if not chunk:
+                    return
+        except BaseException as e:  # handed to the reader, raised there
+            self.chunks.put(e)
+
+    def _next(self, timeout: float | None = None) -> bool:
+        """Take the next chunk; False at the end of the input."""
+        got = self.chunks.get(timeout=timeout)
+        if isinstance(got, BaseException):
+            self.done = True
+            raise got
+        if not got:
+            self.done = True
+            return False
+        self.pending, self.pos = got, 0
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        """Up to n bytes, fewer when that is what has come so far; b"" at the end.
+
+        (Never waiting for more than one byte: the end of the archive may be
+        followed by input that never comes.)
+        """
+        if n == 0 or (self.pos == len(self.pending) and (self.done or not self._next())):
+            return b""
+        end = len(self.pending) if n < 0 else self.pos + n
+        data = self.pending[self.pos:end]
+        self.pos += len(data)
+        self.offset += len(data)
+        if self.limit is not None and self.offset > self.limit:
+            raise UnpackError(f"a tarball member's headers are larger than {MAX_HEADERS >> 20} MiB")
+        return data
+
+    def drain(self) -> None:
+        """Read on after the end of the archive, within bounds.
+
+        That takes the padding of the last record and a compressed stream's
+        trailer (checked), so a pipe feeding us is not cut off early; but it
+        stops after MAX_TRAILING bytes, or DRAIN_IDLE seconds without data,
+        so that input which never ends never hangs the unpacker.
+        """
+        import queue
+
+        left = MAX_TRAILING - (len(self.pending) - self.pos)
+        try:
+            while left > 0 and not self.done and self._next(timeout=DRAIN_IDLE):
+                left -= len(self.pending)
+        except queue.Empty:
+            pass
+        self.pending, self.pos = b"", 0
+
+    def close(self) -> None:
+        """Stop the thread: it reads at most one more chunk."""
+        import queue
+
+        self.stopped = True
+        try:
+            while True:
+                self.chunks.get_nowait()
+        except queue.Empty:
+            pass
