@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from dataclasses import dataclass
 
 import httpx
 
@@ -121,6 +122,35 @@ def is_insecure_ok(registry: str) -> bool:
     host, _ = registry_host(registry)
     allowed = [r.strip() for r in os.environ.get("PLASH_INSECURE_REGISTRIES", "").split(",") if r.strip()]
     return registry in allowed or host in allowed
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    """A content descriptor (OCI image spec), checked: a sha256 digest, its size and media type.
+
+    size is None only where the document need not give one; member names the
+    docker-archive member that holds a layer's bytes (archives have no blobs).
+    """
+
+    digest: str
+    size: int | None = None
+    media_type: str = ""
+    member: str = ""
+
+    @property
+    def hex(self) -> str:
+        return self.digest[len("sha256:"):]
+
+    @property
+    def short(self) -> str:
+        return self.hex[:12]
+
+
+def descriptor(desc: object, where: str, what: str, need_size: bool = True) -> Descriptor:
+    """Pure: desc (JSON) as a Descriptor; FetchError naming where and what when it is not one."""
+    checked = check_descriptor(desc, where, what, need_size)
+    media_type = checked.get("mediaType")
+    return Descriptor(checked["digest"], checked.get("size"), media_type if isinstance(media_type, str) else "")
 
 
 def check_descriptor(desc: object, where: str, what: str, need_size: bool = True) -> JSONObject:

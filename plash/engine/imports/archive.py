@@ -10,9 +10,10 @@ from typing import Any, Literal
 
 import trio
 
-from plash.engine.fetch import http
+from plash.engine.fetch import http, oci
+from plash.engine.fetch.oci import Descriptor
 from plash.engine.imports.blobs import FileBlobs, Readable
-from plash.engine.imports.oci import import_manifest
+from plash.engine.imports.oci import import_layers
 from plash.errors import PlashError
 from plash.lang.hashpath import sha256
 
@@ -215,9 +216,12 @@ async def _import_archive(store: Store, members: ArchiveMembers, emit: Emit) -> 
         raise PlashError(f"{name}: the image config lists {len(diff_ids)} diff_ids for {len(entry['Layers'])} layers")
     # a layer's diff_id is the sha256 of its plain tarball, and that is what is verified: a gzip or
     # zstd member (docker save from a containerd store keeps the registry's blobs) is decompressed here
-    layers = [{"digest": diff, "member": member, "mediaType": "application/vnd.oci.image.layer.v1.tar"}
-              for diff, member in zip(diff_ids, entry["Layers"], strict=True)]
-    config_digest = "sha256:" + sha256(config_raw).hexdigest()
-    manifest = {"layers": layers, "config": {"digest": config_digest}, "_config": config}
-    blobs = FileBlobs(lambda desc: members.open(desc["member"]), name, serial=members.serial)
-    return await import_manifest(store, blobs, manifest, name, emit)
+    layers = []
+    for i, (diff, member) in enumerate(zip(diff_ids, entry["Layers"], strict=True)):
+        desc = oci.descriptor({"digest": diff}, name, f"layer {i + 1} of the image config", need_size=False)
+        if not isinstance(member, str):
+            raise PlashError(f"{name}: manifest.json names layer {i + 1} with {http.json_type(member)}, not a file name")
+        layers.append(Descriptor(desc.digest, None, "application/vnd.oci.image.layer.v1.tar", member))
+    config_desc = Descriptor("sha256:" + sha256(config_raw).hexdigest())
+    blobs = FileBlobs(lambda desc: members.open(desc.member), name, serial=members.serial)
+    return await import_layers(store, blobs, layers, config_desc, config, f"{name}: the image config", name, emit)

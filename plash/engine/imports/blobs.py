@@ -6,28 +6,28 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import httpx
 import trio
 
 from plash.engine.fetch import http, oci
-from plash.errors import PlashError
+from plash.engine.fetch.oci import Descriptor
 
 Sink = Callable[[bytes], Awaitable[None]]
 Progress = Callable[[int, "int | None"], None]
 
 
 class RegistryBlobs:
-    """Blobs from a registry, verified while they stream."""
+    """Blobs from a registry, verified while they stream (the client's auth flow renews tokens)."""
 
-    def __init__(self, c: object, reg: oci.Registry) -> None:
+    def __init__(self, c: httpx.AsyncClient, reg: oci.Registry) -> None:
         self.c, self.reg = c, reg
 
-    def label(self, desc: dict) -> str:
-        return f"{self.reg.ref.repository}@{desc['digest'][7:19]}"
+    def label(self, desc: Descriptor) -> str:
+        return f"{self.reg.ref.repository}@{desc.short}"
 
-    async def fetch(self, desc: dict, sink: Sink, progress: Progress) -> None:
-        url = self.reg.blob_url(desc["digest"])
-        await http.stream(self.c, url, sink, verified(url, desc), progress,  # type: ignore[arg-type]
-                          headers=self.reg.headers())
+    async def fetch(self, desc: Descriptor, sink: Sink, progress: Progress) -> None:
+        url = self.reg.blob_url(desc.digest)
+        await http.stream(self.c, url, sink, verified(url, desc), progress)
 
 
 class Readable(Protocol):
@@ -43,32 +43,30 @@ class FileBlobs:
     side from threads; with serial=True they are read one at a time instead.
     """
 
-    def __init__(self, opener: Callable[[dict], Readable], name: str, serial: bool = False) -> None:
+    def __init__(self, opener: Callable[[Descriptor], Readable], name: str, serial: bool = False) -> None:
         self.opener, self.name = opener, name
         self.serial = trio.Lock() if serial else None
 
-    def label(self, desc: dict) -> str:
-        return f"{self.name}@{desc['digest'][7:19]}"
+    def label(self, desc: Descriptor) -> str:
+        return f"{self.name}@{desc.short}"
 
-    async def fetch(self, desc: dict, sink: Sink, progress: Progress) -> None:
-        verify = verified(f"{self.name} blob {desc['digest']}", desc) if desc.get("verify", True) else None
+    async def fetch(self, desc: Descriptor, sink: Sink, progress: Progress) -> None:
+        verify = verified(f"{self.name} blob {desc.digest}", desc)
         async with self.serial or contextlib.nullcontext():
             f = await trio.to_thread.run_sync(self.opener, desc)
             done = 0
             try:
                 while chunk := await trio.to_thread.run_sync(f.read, http.CHUNK):
-                    if verify:
-                        verify.update(chunk)
+                    verify.update(chunk)
                     await sink(chunk)
                     done += len(chunk)
-                    progress(done, desc.get("size"))
+                    progress(done, desc.size)
             finally:
                 f.close()
-        if verify:
-            verify.check()
+        verify.check()
 
 
-async def read_blob(blobs: RegistryBlobs | FileBlobs, desc: dict) -> bytes:
+async def read_blob(blobs: RegistryBlobs | FileBlobs, desc: Descriptor) -> bytes:
     raw = bytearray()
 
     async def keep(chunk: bytes) -> None:
@@ -78,8 +76,5 @@ async def read_blob(blobs: RegistryBlobs | FileBlobs, desc: dict) -> bytes:
     return bytes(raw)
 
 
-def verified(url: str, desc: dict) -> http.Verified:
-    d = desc.get("digest", "")
-    if not d.startswith("sha256:"):
-        raise PlashError(f"{url}: unsupported digest {d!r} (only sha256)")
-    return http.Verified(url, d[len("sha256:"):], desc.get("size"))
+def verified(url: str, desc: Descriptor) -> http.Verified:
+    return http.Verified(url, desc.hex, desc.size)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import trio
 
 from plash.engine.fetch import http, oci
+from plash.engine.fetch.http import JSONObject
+from plash.engine.fetch.oci import Descriptor
 from plash.engine.imports.blobs import FileBlobs, RegistryBlobs, read_blob
 from plash.engine.layers import Download, LayerSpec, make_chain, unpack_download
 from plash.engine.plan import digest as key_digest
@@ -33,10 +35,10 @@ LAYER_TYPES = {
 }
 
 
-def layer_keys(layers: list[dict]) -> list[str]:
+def layer_keys(layers: list[Descriptor]) -> list[str]:
     keys, parent = [], key_digest("oci-root")
     for layer in layers:
-        parent = key_digest("oci-layer", parent, layer["digest"])
+        parent = key_digest("oci-layer", parent, layer.digest)
         keys.append(parent)
     return keys
 
@@ -80,49 +82,54 @@ async def import_registry(store: Store, ref_text: str, emit: Emit) -> int:
         return await import_manifest(store, RegistryBlobs(c, reg), manifest, str(ref), emit)
 
 
-async def import_manifest(store: Store, blobs: RegistryBlobs | FileBlobs, manifest: dict, name: str, emit: Emit) -> int:
+async def import_manifest(store: Store, blobs: RegistryBlobs | FileBlobs, manifest: JSONObject, name: str,
+                          emit: Emit) -> int:
     """The image of a manifest: its config read and checked whole, then its layers made as one chain."""
     # the manifest and the config are checked whole before any layer is fetched or
     # published: a bad config found after the layers would leave them behind
-    layers = manifest.get("layers") if isinstance(manifest, dict) else None
-    if not isinstance(layers, list):
+    found = manifest.get("layers") if isinstance(manifest, dict) else None
+    if not isinstance(found, list):
         raise FetchError(f"{name}: the manifest has no list of layers")
-    for i, layer in enumerate(layers):
-        oci.check_descriptor(layer, name, f"layer {i + 1} of the manifest", need_size=False)
-        if layer.get("mediaType") not in LAYER_TYPES:
-            raise FetchError(f"{name}: unsupported layer type {str(layer.get('mediaType'))[:100]}")
-    if "_config" in manifest:  # a docker archive's, read already
-        config_desc = oci.check_descriptor(manifest.get("config"), name, "the config of the manifest", need_size=False)
-        config, where = manifest["_config"], f"{name}: the image config"
-    else:
-        config_desc = oci.check_descriptor(manifest.get("config"), name, "the config of the manifest")
-        where = (blobs.reg.blob_url(config_desc["digest"]) if isinstance(blobs, RegistryBlobs)
-                 else f"{name}: the image config {config_desc['digest']}")
-        if config_desc["size"] > oci.CONFIG_LIMIT:  # the digest check stops the download at the listed size
-            raise FetchError(f"{where}: the image config is larger than {http.size_text(oci.CONFIG_LIMIT)}")
-        seconds = http.document_timeout()
-        with trio.move_on_after(seconds) as waiting:
-            raw = await read_blob(blobs, config_desc)
-        if waiting.cancelled_caught:
-            raise FetchError(f"{where}: the image config did not arrive within {seconds:g} s "
-                             "(PLASH_HTTP_DOCUMENT_TIMEOUT)")
-        config = oci.parse_json(raw, where, "the image config")
+    layers = [oci.descriptor(layer, name, f"layer {i + 1} of the manifest", need_size=False)
+              for i, layer in enumerate(found)]
+    config_desc = oci.descriptor(manifest.get("config"), name, "the config of the manifest")
+    where = (blobs.reg.blob_url(config_desc.digest) if isinstance(blobs, RegistryBlobs)
+             else f"{name}: the image config {config_desc.digest}")
+    assert config_desc.size is not None
+    if config_desc.size > oci.CONFIG_LIMIT:  # the digest check stops the download at the listed size
+        raise FetchError(f"{where}: the image config is larger than {http.size_text(oci.CONFIG_LIMIT)}")
+    seconds = http.document_timeout()
+    with trio.move_on_after(seconds) as waiting:
+        raw = await read_blob(blobs, config_desc)
+    if waiting.cancelled_caught:
+        raise FetchError(f"{where}: the image config did not arrive within {seconds:g} s "
+                         "(PLASH_HTTP_DOCUMENT_TIMEOUT)")
+    config = oci.parse_json(raw, where, "the image config")
+    return await import_layers(store, blobs, layers, config_desc, config, where, name, emit)
+
+
+async def import_layers(store: Store, blobs: RegistryBlobs | FileBlobs, layers: list[Descriptor],
+                        config_desc: Descriptor, config: object, where: str, name: str, emit: Emit) -> int:
+    """The layers as one chain of plash layers, topped by an empty one with the config's settings."""
+    for layer in layers:
+        if layer.media_type not in LAYER_TYPES:
+            raise FetchError(f"{name}: unsupported layer type {layer.media_type[:100] or 'none'}")
     meta = config_meta(config, where)
     keys = layer_keys(layers)
     specs = [LayerSpec(key, _layer_producer(blobs, layer, emit), f"layer {key[:12]} of {name}", kind="oci")
              for key, layer in zip(keys, layers, strict=True)]
-    top = key_digest("oci-config", keys[-1] if keys else "", config_desc["digest"])
+    top = key_digest("oci-config", keys[-1] if keys else "", config_desc.digest)
     specs.append(LayerSpec(top, None, f"layer {top[:12]} of {name}", meta=meta, kind="oci-config"))
     return await make_chain(store, specs, 0, emit)
 
 
-def _layer_producer(blobs: RegistryBlobs | FileBlobs, layer: dict, emit: Emit) -> Produce:
+def _layer_producer(blobs: RegistryBlobs | FileBlobs, layer: Descriptor, emit: Emit) -> Produce:
     """Stream one layer blob into an OCI unpacker, checking its digest and size on the way."""
     label = blobs.label(layer)
 
     async def produce(staging: Staging) -> None:
         async def fetch(sink: Sink) -> None:
-            progress = Download(emit, label, layer.get("size"))
+            progress = Download(emit, label, layer.size)
             await blobs.fetch(layer, sink, progress)
             progress.done()
 
