@@ -18,7 +18,7 @@ import functools
 import io
 from typing import Any, BinaryIO, Callable, Iterator
 
-from plash.errors import UnpackError
+from plash.errors import UnpackError, os_message
 
 # Limits that hold memory and time for any input (see the module docstring).
 XZ_MEMLIMIT = 130 << 20
@@ -30,38 +30,77 @@ DRAIN_IDLE = 2.0
 CHUNK = 1 << 20
 
 
+class BadStream(Exception):
+    """What is wrong with the input, in words for an UnpackError; unpack adds where it happened."""
+
+
 def open_decompressed(raw: BinaryIO) -> ReadAhead:
     """A reader of the tarball's plain bytes, whatever its compression.
 
     The input is read and decompressed by a thread of its own, ahead of the
     tar reader: zlib, lzma, bz2 and zstd release the GIL while they work, so
     decompressing overlaps with creating the files (as tar does with a
-    separate xz process).
+    separate xz process). Their errors become BadStream, naming the problem.
     """
     buf = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type,type-var]
-    magic = buf.peek(6)[:6]
+    try:
+        magic = buf.peek(6)[:6]
+    except OSError as e:
+        raise UnpackError(f"cannot read the tarball: {os_message(e)}") from None
     read: Callable[[], bytes]
     if magic.startswith(b"\x1f\x8b"):
         import gzip
+        import zlib
 
         gz = gzip.GzipFile(fileobj=_Available(buf), mode="rb")  # type: ignore[call-overload]
-        read = functools.partial(gz.read1, CHUNK)
+        read = _checked(functools.partial(gz.read1, CHUNK), "gzip", (OSError, zlib.error))
     elif magic.startswith(b"BZh"):
         import bz2
 
-        read = functools.partial(bz2.BZ2File(_Available(buf)).read1, CHUNK)  # type: ignore[call-overload]
+        bz = bz2.BZ2File(_Available(buf))  # type: ignore[call-overload]
+        read = _checked(functools.partial(bz.read1, CHUNK), "bzip2", (OSError,))
     elif magic.startswith(b"\xfd7zXZ\x00"):
-        chunks = _xz_chunks(buf)
-        read = functools.partial(next, chunks, b"")
+        import lzma
+
+        read = _checked(functools.partial(next, _xz_chunks(buf), b""), "xz", (lzma.LZMAError,))
     elif magic.startswith(b"\x28\xb5\x2f\xfd"):
         import zstandard
 
         zst = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(
-            _Available(buf), read_across_frames=True)
-        read = functools.partial(_zstd_read, zst)
+            _ZstdFrames(buf), read_across_frames=True)
+        read = _checked(functools.partial(_zstd_read, zst), "zstd", (zstandard.ZstdError,))
     else:
-        read = functools.partial(buf.read1, CHUNK)  # what a pipe has, without waiting for a full chunk
+        read = _checked(functools.partial(buf.read1, CHUNK), "", ())  # what a pipe has, without waiting for a full chunk
     return ReadAhead(read)
+
+
+def _checked(read: Callable[[], bytes], kind: str, errors: tuple[type[Exception], ...]) -> Callable[[], bytes]:
+    """read, with what goes wrong said once: the input's errors and the decompressor's (BadStream)."""
+
+    def checked() -> bytes:
+        try:
+            return read()
+        except (BadStream, UnpackError):
+            raise
+        except OSError as e:
+            if e.errno is not None or not kind:  # from reading the input, not from the decompressor
+                raise UnpackError(f"cannot read the tarball: {os_message(e)}") from None
+            raise BadStream(f"not a valid tarball: corrupt {kind} stream ({_detail(e)})") from None
+        except EOFError:
+            raise BadStream(f"not a valid tarball: truncated {kind} stream (it ends before its end marker)") from None
+        except errors as e:
+            raise BadStream(f"not a valid tarball: corrupt {kind} stream ({_detail(e)})") from None
+
+    return checked
+
+
+def _detail(e: Exception) -> str:
+    """A decompressor's error message, as the tail of ours."""
+    text = str(e)
+    if text.startswith("Not a gzipped file"):  # what follows the first gzip member, and no second one
+        return "what follows its end is not gzip"
+    text = text.rpartition(": ")[2] or type(e).__name__  # "Error -3 while decompressing data: ...", "zstd ...: ..."
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text  # "Corrupt input data", not "CRC ..."
 
 
 class _Available:
@@ -73,6 +112,76 @@ class _Available:
 
     def __init__(self, buf: io.BufferedReader[Any]) -> None:
         self.read = buf.read1
+
+
+class _ZstdFrames:
+    """The input of the zstd decoder (as _Available), followed frame by frame to tell its end from a truncation.
+
+    python-zstandard's reader ends quietly where its input ends, in the
+    middle of a frame too; `zstd -d` calls that an error, and so do we.
+    Only the frame and block headers are read (RFC 8878): what they do not
+    describe (not zstd at all, a reserved block type) is the decoder's to refuse.
+    """
+
+    def __init__(self, buf: io.BufferedReader[Any]) -> None:
+        self.read1 = buf.read1
+        self.skip = 0  # bytes to pass over: header fields, block contents, a checksum
+        self.head = b""  # the bytes of the header being collected
+        self.want = 4  # its length
+        self.step: Callable[[bytes], None] | None = self._magic  # what to do with it; None: not followed further
+        self.checksum = 0
+
+    def read(self, n: int) -> bytes:
+        data = self.read1(n)
+        if not data and self.step == self._magic and not (self.skip or self.head):
+            return data  # the end, between frames
+        if not data and self.step is not None:
+            raise BadStream("not a valid tarball: truncated zstd stream (it ends inside a frame)")
+        view = memoryview(data)
+        while view and self.step is not None:
+            if self.skip:
+                k = min(self.skip, len(view))
+                self.skip -= k
+            else:
+                k = self.want - len(self.head)
+                self.head += view[:k]
+                if len(self.head) == self.want:
+                    head, self.head = self.head, b""
+                    self.step(head)
+            view = view[k:]
+        return data
+
+    def _magic(self, head: bytes) -> None:
+        magic = int.from_bytes(head, "little")
+        if magic == 0xFD2FB528:
+            self.want, self.step = 1, self._frame_header
+        elif magic & 0xFFFFFFF0 == 0x184D2A50:  # a skippable frame: its size, then as many bytes
+            self.want, self.step = 4, self._skippable
+        else:
+            self.step = None
+
+    def _skippable(self, head: bytes) -> None:
+        self.skip = int.from_bytes(head, "little")
+        self.want, self.step = 4, self._magic
+
+    def _frame_header(self, head: bytes) -> None:
+        fhd = head[0]
+        single = fhd >> 5 & 1
+        self.checksum = 4 if fhd >> 2 & 1 else 0
+        # the window descriptor, the dictionary id, the content size
+        self.skip = (1 - single) + (0, 1, 2, 4)[fhd & 3] + (single, 2, 4, 8)[fhd >> 6]
+        self.want, self.step = 3, self._block
+
+    def _block(self, head: bytes) -> None:
+        header = int.from_bytes(head, "little")
+        last, kind, size = header & 1, header >> 1 & 3, header >> 3
+        if kind == 3:
+            self.step = None  # reserved: the decoder refuses it
+            return
+        self.skip = 1 if kind == 1 else size  # an RLE block holds one byte
+        if last:
+            self.skip += self.checksum
+            self.want, self.step = 4, self._magic
 
 
 def _xz_chunks(buf: io.BufferedReader[Any]) -> Iterator[bytes]:
@@ -186,7 +295,7 @@ class ReadAhead:
         self.pos += len(data)
         self.offset += len(data)
         if self.limit is not None and self.offset > self.limit:
-            raise UnpackError(f"a tarball member's headers are larger than {MAX_HEADERS >> 20} MiB")
+            raise BadStream(f"a tarball member's headers are larger than {MAX_HEADERS >> 20} MiB")
         return data
 
     def drain(self) -> None:

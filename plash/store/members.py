@@ -15,15 +15,29 @@ from plash.store.decompress import CHUNK
 from plash.store.rmtree import rmtree_at
 from plash.store.whiteouts import OPAQUE, WHITEOUT, hidden_name, is_whiteout, make_opaque, make_whiteout
 
+_LABEL = b"V"  # a GNU volume label (tar -V): a name, not a file
 _KEEP_DIRS = 32  # open levels a walk down to a directory keeps, at most
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def shown(name: str) -> str:
+    """A member name for a one-line message: as it is if printable, else with escapes."""
+    return name if name.isprintable() else ascii(name)[1:-1]
+
+
+def member_error(member: str, e: OSError | ValueError | OverflowError) -> UnpackError:
+    """What the system refused while making a member (or what it made of the member's fields), naming the member."""
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return UnpackError("no space left on device while unpacking: the store's file system is full")
+    text = (e.strerror or str(e)) if isinstance(e, OSError) else str(e)
+    return UnpackError(f"cannot unpack member {shown(member)}: {text}")
 
 
 def member_parts(name: str) -> list[str]:
     """The path components of a member name inside the layer, or UnpackError."""
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise UnpackError(f"unsafe path in tarball (contains '..'): {name}")
+        raise UnpackError(f"unsafe path in tarball (contains '..'): {shown(name)}")
     return parts
 
 
@@ -96,7 +110,7 @@ class Unpacker:
             return os.open(name, _DIR_FLAGS, dir_fd=parent)
         except FileNotFoundError:
             if not create:
-                raise UnpackError(f"tarball member refers to a missing path: {member}") from None
+                raise UnpackError(f"tarball member refers to a missing path: {shown(member)}") from None
             os.mkdir(name, 0o755, dir_fd=parent)
             self.made.add(parts)
             return os.open(name, _DIR_FLAGS, dir_fd=parent)
@@ -110,7 +124,7 @@ class Unpacker:
                 return fd
             if e.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise UnpackError(
-                    f"unsafe tarball member (goes through a symlink or file): {member}"
+                    f"unsafe tarball member (goes through a symlink or file): {shown(member)}"
                 ) from None
             raise
 
@@ -161,12 +175,14 @@ class Unpacker:
         if len(self.dirs) > 128:
             self._forget_dirs()  # keep open directory fds well below the process limit
         parts = tuple(member_parts(info.name))
+        if info.ischr() or info.isblk() or info.type == _LABEL:
+            return  # device nodes are skipped (whiteouts included in a plain rootfs), as labels are by GNU tar
+        if info.type not in tarfile.SUPPORTED_TYPES:  # tarfile skipped its data: refused, never dropped quietly
+            raise UnpackError(f"unsupported member type {ascii(info.type.decode('latin-1'))} in tarball: {shown(info.name)}")
         if not parts:
             if info.isdir():
                 self.deferred.append(((), info))
             return
-        if info.ischr() or info.isblk():
-            return  # device nodes are skipped (whiteouts included in a plain rootfs)
         pfd = self.dir_fd(parts[:-1], info.name)
         name = parts[-1]
         if self.oci and name.startswith(WHITEOUT):
@@ -221,20 +237,20 @@ class Unpacker:
         elif info.islnk():
             src_parts = tuple(member_parts(info.linkname))
             if not src_parts:
-                raise UnpackError(f"hard link to the root in tarball: {info.name}")
+                raise UnpackError(f"hard link to the root in tarball: {shown(info.name)}")
             sfd = self.dir_fd(src_parts[:-1], info.name, create=False)
             try:
                 st = os.stat(src_parts[-1], dir_fd=sfd, follow_symlinks=False)
             except FileNotFoundError:
                 raise UnpackError(
-                    f"hard link to a missing member in tarball: {info.name} -> {info.linkname}"
+                    f"hard link to a missing member in tarball: {shown(info.name)} -> {shown(info.linkname)}"
                 ) from None
             if stat.S_ISDIR(st.st_mode):
-                raise UnpackError(f"hard link to a directory in tarball: {info.name}")
+                raise UnpackError(f"hard link to a directory in tarball: {shown(info.name)}")
             if (sfd, src_parts[-1]) == (pfd, name):
                 return
             if src_parts[:len(parts)] == parts:
-                raise UnpackError(f"hard link replaces the directory that holds its target in tarball: {info.name}")
+                raise UnpackError(f"hard link replaces the directory that holds its target in tarball: {shown(info.name)}")
             self._clear(pfd, name, parts, want_dir=False)
             os.link(src_parts[-1], name, src_dir_fd=sfd, dst_dir_fd=pfd, follow_symlinks=False)
         elif info.isfifo():
@@ -246,7 +262,7 @@ class Unpacker:
                 os.fchmod(fd, self._mode(info, owned))
             finally:
                 os.close(fd)
-        # other member types (sparse handled as regular by tarfile) are ignored
+        # no other type comes here (see add): tarfile reads sparse and contiguous files as regular ones
 
     def _whiteout(self, pfd: int, name: str, parts: tuple[str, ...], member: str) -> None:
         """An OCI whiteout becomes its overlayfs form in the layer.
@@ -259,7 +275,9 @@ class Unpacker:
         if name == OPAQUE:
             make_opaque(pfd)  # the directory hides everything below it in lower layers
             return
-        hidden = hidden_name(name, member)
+        hidden = hidden_name(name)
+        if hidden is None:
+            raise UnpackError(f"invalid whiteout in layer: {shown(member)}")
         target = parts[:-1] + (hidden,)
         if not self.fresh or target in self.made:
             try:
@@ -292,10 +310,12 @@ class Unpacker:
                 fd = self.dir_fd(parts, info.name, create=False)
             except UnpackError:
                 continue  # a later member replaced this directory
-
-            owned = self._own(fd, info)
-            os.fchmod(fd, self._mode(info, owned))
-            os.utime(fd, (info.mtime, info.mtime))
+            try:
+                owned = self._own(fd, info)
+                os.fchmod(fd, self._mode(info, owned))
+                os.utime(fd, (info.mtime, info.mtime))
+            except (OSError, ValueError, OverflowError) as e:
+                raise member_error(info.name, e) from e
 
 
 class _PathSet:

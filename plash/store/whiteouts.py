@@ -10,18 +10,16 @@ from __future__ import annotations
 import os
 import stat
 
-from plash.errors import UnpackError
-
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
 OPAQUE_XATTR = "user.overlay.opaque"
 
 
-def hidden_name(name: str, member: str) -> str:
-    """The name a `.wh.NAME` whiteout hides, or UnpackError."""
+def hidden_name(name: str) -> str | None:
+    """The name a `.wh.NAME` whiteout hides; None if it names nothing (`.wh.`, `.wh..`)."""
     hidden = name[len(WHITEOUT):]
     if not hidden or hidden in (".", "..") or "/" in hidden:
-        raise UnpackError(f"invalid whiteout in layer: {member}")
+        return None
     return hidden
 
 

@@ -6,6 +6,7 @@ of waited-for descendants), a resource bound, never a timing one.
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import subprocess
@@ -178,23 +179,88 @@ def test_stdin_that_never_closes(plash: Plash, busybox_tgz: Path) -> None:
     assert r.stdout.strip().isdigit()
 
 
-@pytest.mark.parametrize("case", ["bad checksum", "garbage header", "truncated member"])
-def test_corrupt_members_publish_nothing(plash: Plash, shared_dir: Path, case: str) -> None:
-    raw = tar_bytes([("a", tarfile.REGTYPE, b"a" * 700), ("b/", tarfile.DIRTYPE, None), ("b/c", tarfile.REGTYPE, b"c")])
-    second = 1536  # the header of b/
-    if case == "bad checksum":
-        raw = raw[:second + 10] + bytes([raw[second + 10] ^ 1]) + raw[second + 11:]
-    elif case == "garbage header":
-        end = second + 512 + 1024
-        raw = raw[:end] + b"G" * 512 + bytes(1024)
-    else:
-        raw = raw[:512 + 300]
-    path = shared_dir / f"corrupt-{case.replace(' ', '-')}-{plash.user}.tar"
-    path.write_bytes(raw)
+# Each case: the tarball's bytes, made from A_B_C (below), and the one-line message saying what is wrong with it.
+A_B_C = [("a", tarfile.REGTYPE, b"a" * 700), ("b/", tarfile.DIRTYPE, None), ("b/c", tarfile.REGTYPE, b"c")]
+SECOND = 1536  # the header of b/, after a's header and its 700 bytes padded to 1024
+
+
+def flip(raw: bytes, at: int) -> bytes:
+    return raw[:at] + bytes([raw[at] ^ 1]) + raw[at + 1:]
+
+
+def gzip_with_bad_crc(raw: bytes) -> bytes:
+    gz = bytearray(gzip.compress(raw, mtime=0))
+    gz[-8] ^= 0xFF  # the CRC32 of the trailer: the data itself decompresses fine
+    return bytes(gz)
+
+
+def zstd_cut_after_member_a(raw: bytes) -> bytes:
+    """A zstd frame holding a's header and data in a block of its own, cut after that block.
+
+    Its plain bytes end exactly where b's header would start, which tar
+    alone takes as a complete archive: only the zstd frame tells.
+    """
+    cobj = zstandard.ZstdCompressor().compressobj()
+    return cobj.compress(raw[:SECOND]) + cobj.flush(zstandard.COMPRESSOBJ_FLUSH_BLOCK)
+
+
+BROKEN = {
+    "bad checksum": (lambda: flip(tar_bytes(A_B_C), SECOND + 10),
+                     "not a valid tarball: bad header at byte 1536 (bad checksum), after member a"),
+    "garbage header": (lambda: tar_bytes(A_B_C)[:SECOND] + b"G" * 512 + bytes(1024),
+                       "not a valid tarball: bad header at byte 1536 (invalid header), after member a"),
+    "truncated member": (lambda: tar_bytes(A_B_C)[:512 + 300],
+                         "not a valid tarball: member a is truncated (the archive ends after 300 of its 700 bytes)"),
+    "missing padding": (lambda: tar_bytes(A_B_C)[:512 + 700],
+                        "not a valid tarball: the archive ends in the padding after member a"),
+    "less than a header": (lambda: b"this is not a tarball\n",
+                           "not a valid tarball: 22 bytes, less than one header"),
+    "bad header after a long name": (lambda: tar_bytes([("x" * 200, tarfile.REGTYPE, b"x")])[:1024] + b"G" * 512,
+                                     "not a valid tarball: bad header after the extended header at byte 0"),
+    "unsupported member type": (lambda: tar_bytes([("a", b"M", b"x" * 10), *A_B_C[1:]]),
+                                "unsupported member type 'M' in tarball: a"),
+    "gzip crc": (lambda: gzip_with_bad_crc(tar_bytes(A_B_C)),
+                 "not a valid tarball: corrupt gzip stream (CRC check failed"),
+    "corrupt deflate data": (lambda: gzip.compress(tar_bytes(A_B_C), mtime=0)[:10] + b"\xff" * 40,
+                             "not a valid tarball: corrupt gzip stream (invalid block type)"),
+    "truncated gzip": (lambda: gzip.compress(tar_bytes(A_B_C), mtime=0)[:-20],
+                       "not a valid tarball: truncated gzip stream (it ends before its end marker)"),
+    "truncated zstd": (lambda: zstd_cut_after_member_a(tar_bytes(A_B_C)),
+                       "not a valid tarball: truncated zstd stream (it ends inside a frame), after member a"),
+    "a name too long for the file system": (lambda: tar_bytes([("n" * 300, tarfile.REGTYPE, b"x")]),
+                                            f"cannot unpack member {'n' * 300}: File name too long"),
+    "a name on two lines": (lambda: tar_bytes([("a\nb", tarfile.LNKTYPE, None)]),
+                            "hard link to the root in tarball: a\\nb"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+def test_broken_tarballs_say_what_is_wrong(plash: Plash, shared_dir: Path, case: str) -> None:
+    """One line that names the problem, and where it is; the store stays as it was."""
+    make, message = BROKEN[case]
+    path = shared_dir / f"broken-{case.replace(' ', '-')}-{plash.user}.tar"
+    path.write_bytes(make())
     path.chmod(0o644)
     plash.ok("init")
     before = plash.snapshot()
-    refused(plash, plash("import-tar", str(path)), before, "not a valid tarball")
+    refused(plash, plash("import-tar", str(path)), before, message)
+
+
+@pytest.mark.parametrize(("flag", "kind"), [("-z", "gzip"), ("-J", "xz"), ("-j", "bzip2"), ("--zstd", "zstd")])
+def test_a_tarball_cut_short_by_the_tar_tool(plash: Plash, shared_dir: Path, flag: str, kind: str) -> None:
+    """A compressed tarball made by tar, cut in half: the compressed stream is said to be truncated."""
+    tree = shared_dir / f"tree-{kind}-{plash.user}"
+    tree.mkdir()
+    for i in range(20):
+        (tree / f"f{i}").write_bytes(os.urandom(10_000))  # incompressible: half the file is half the archive
+    whole = shared_dir / f"whole-{kind}-{plash.user}.tar"
+    subprocess.run(["tar", "-c", flag, "-f", str(whole), "-C", str(tree), "."], check=True, timeout=60)
+    path = shared_dir / f"cut-{kind}-{plash.user}.tar"
+    path.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    path.chmod(0o644)
+    plash.ok("init")
+    before = plash.snapshot()
+    refused(plash, plash("import-tar", str(path)), before, f"not a valid tarball: truncated {kind} stream")
 
 
 @pytest.mark.parametrize("tail", ["none", "garbage", "partial block"])
