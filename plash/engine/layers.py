@@ -17,7 +17,7 @@ import trio
 from plash.engine.children import discard, unpack_child
 from plash.engine.events import Event, Kind
 from plash.engine.locks import Holds, KeyLock
-from plash.engine.scheduler import limit
+from plash.engine.scheduler import first_error, limit
 from plash.store.staging import Staging
 
 TYPE_CHECKING = False
@@ -90,9 +90,12 @@ async def make_chain(store: Store, specs: list[LayerSpec], parent: int, emit: Em
                 if spec.produce is not None:
                     await spec.produce(stagings[i])
 
-            async with trio.open_nursery() as nursery:
-                for i in missing:
-                    nursery.start_soon(produce, i)
+            try:
+                async with trio.open_nursery() as nursery:
+                    for i in missing:
+                        nursery.start_soon(produce, i)
+            except BaseExceptionGroup as group:
+                raise first_error(group) from None  # one producer's error, as it raised it
             ids: list[int] = []
             for i, spec in enumerate(specs):
                 below = ids[-1] if ids else parent

@@ -98,7 +98,7 @@ async def run_dag(jobs: dict[str, Job], limits: dict[str, int], keep_going: bool
         except Exception as e:
             if not keep_going:
                 raise
-            results[job.key] = e
+            results[job.key] = first_error(e) if isinstance(e, BaseExceptionGroup) else e
         await send.send(job.key)
 
     async with trio.open_nursery() as nursery:

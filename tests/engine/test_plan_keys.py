@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from enginekit import store  # noqa: F401 (fixtures, used by name)
 
 from plash.engine.plan import Source, layer_keys, prepare, resolve_source, split_script
 from plash.errors import PlashError

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from enginekit import emit  # noqa: F401 (fixtures, used by name)
 
 from plash.engine.scheduler import Job, Skipped, first_error, limit, run, run_dag, sorter
 from plash.errors import FetchError, PlashError
