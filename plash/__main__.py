@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import sys
 
-from plash.errors import PlashError, UsageError
+from plash.errors import PlashError, UsageError, no_such_command
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -195,27 +195,9 @@ def open_store() -> Store:
     return open_store()
 
 
-def _distance(a: str, b: str) -> int:
-    """Edits (insert, delete, replace, swap two neighbours) that turn a into b."""
-    prev2: list[int] = []
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            d = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
-            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
-                d = min(d, prev2[j - 2] + 1)
-            cur.append(d)
-        prev2, prev = prev, cur
-    return prev[-1]
-
-
 def unknown_command(word: str) -> PlashError:
     """The error for a first word that is no command, with the nearest command as a hint."""
-    limit = 1 if len(word) <= 4 else 2
-    near = min(COMMANDS, key=lambda c: _distance(word, c))
-    hint = f"did you mean '{near}'?" if _distance(word, near) <= limit else "plash help lists the commands"
-    return PlashError(f"no such command: {word or repr(word)}", hint=hint)
+    return no_such_command(word, COMMANDS)
 
 
 def route(args: list[str]) -> list[str] | None:
@@ -233,7 +215,7 @@ def route(args: list[str]) -> list[str] | None:
         raise unknown_command(first)
     from plash.cli.app import main as click_main  # plash --version, a fast command's help, and the rest
 
-    click_main([first, *rest])
+    click_main([first, *rest], COMMANDS)
     return None
 
 

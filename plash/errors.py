@@ -15,6 +15,10 @@
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
 
 class PlashError(Exception):
     """An error shown to the user as one line: `plash error: <message>`."""
@@ -104,3 +108,26 @@ def report(err: PlashError) -> None:
     for line in err.lines():
         sys.stderr.write(line + "\n")
     sys.stderr.flush()
+
+
+def _distance(a: str, b: str) -> int:
+    """Edits (insert, delete, replace, swap two neighbours) that turn a into b."""
+    prev2: list[int] = []
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            d = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                d = min(d, prev2[j - 2] + 1)
+            cur.append(d)
+        prev2, prev = prev, cur
+    return prev[-1]
+
+
+def no_such_command(word: str, names: Iterable[str]) -> PlashError:
+    """The error for a word that names no command, with the nearest of names as a hint."""
+    limit = 1 if len(word) <= 4 else 2
+    near = min(names, key=lambda c: _distance(word, c))
+    hint = f"did you mean '{near}'?" if _distance(word, near) <= limit else "plash help lists the commands"
+    return PlashError(f"no such command: {word or repr(word)}", hint=hint)

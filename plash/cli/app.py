@@ -1,4 +1,4 @@
-"""The click group: plash.__main__.COMMANDS, each loaded from its module when asked for; click's errors as plash's."""
+"""The click group: the commands of plash.__main__.COMMANDS (handed over by main), each loaded when asked for."""
 
 from __future__ import annotations
 
@@ -8,9 +8,22 @@ import sys
 import click
 
 from plash import __version__
-from plash.__main__ import COMMANDS, Fast
 from plash.cli.helps import help_only
 from plash.errors import PlashError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from plash.__main__ import Fast
+
+# plash.__main__.COMMANDS, handed over by main() (plash.__main__ imports this module, not the other way)
+COMMANDS: dict[str, str | Fast] = {}
+
+
+def use(commands: Mapping[str, str | Fast]) -> None:
+    COMMANDS.clear()
+    COMMANDS.update(commands)
 
 
 class PlashGroup(click.Group):
@@ -23,7 +36,7 @@ class PlashGroup(click.Group):
         where = COMMANDS.get(cmd_name)
         if where is None:
             return None
-        if isinstance(where, Fast):
+        if not isinstance(where, str):
             return help_only(cmd_name, where)
         module, _, name = where.partition(":")
         command = getattr(importlib.import_module(module), name)
@@ -50,7 +63,8 @@ def _usage(ctx: click.Context | None) -> str:
     return " ".join([ctx.command_path, *pieces])
 
 
-def main(args: list[str]) -> None:
+def main(args: list[str], commands: Mapping[str, str | Fast]) -> None:
+    use(commands)
     try:
         cli.main(args, prog_name="plash", standalone_mode=False)
     except click.exceptions.NoArgsIsHelpError as e:

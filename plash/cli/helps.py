@@ -5,8 +5,12 @@ from __future__ import annotations
 import click
 
 from plash import __version__
-from plash.__main__ import Fast, unknown_command
 from plash.cli import IMAGE_CMD, out
+from plash.errors import no_such_command
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from plash.__main__ import Fast
 
 
 def help_only(name: str, fast: Fast) -> click.Command:
@@ -76,9 +80,10 @@ def help_cmd(ctx: click.Context, command: str | None) -> None:
     if command is None:
         out(command_list(ctx))
         return
-    cmd = _group(ctx).get_command(ctx, command)
+    group = _group(ctx)
+    cmd = group.get_command(ctx, command)
     if cmd is None:
-        raise unknown_command(command)
+        raise no_such_command(command, group.list_commands(ctx))
     sub = click.Context(cmd, info_name=command, parent=ctx.parent)
     click.echo(cmd.get_help(sub))
 

@@ -86,9 +86,10 @@ def test_every_command_is_declared_once() -> None:
     import click
 
     from plash.__main__ import COMMANDS, Fast
-    from plash.cli import helps, images, store
+    from plash.cli import app, helps, images, store
     from plash.cli.app import cli
 
+    app.use(COMMANDS)
     ctx = click.Context(cli)
     assert cli.list_commands(ctx) == list(COMMANDS)
     found = {name: cli.get_command(ctx, name) for name in COMMANDS}
