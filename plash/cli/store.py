@@ -1,4 +1,4 @@
-"""Commands that read or change the store and its images (each calls one function of plash.actions)."""
+"""Commands that read or change the store and its images (each calls one function of plash.actions or plash.bookkeeping)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from plash import actions
+from plash import actions, bookkeeping
 from plash.cli import IMAGE_CMD, out
 from plash.errors import PlashError
 
@@ -91,7 +91,7 @@ def map_cmd(key: str, image: str | None) -> None:
 
     An unset KEY prints nothing (exit 0); deleting one is fine too.
     """
-    found = actions.map_key(key, image)
+    found = bookkeeping.map_key(key, image)
     if found is not None:
         out(found)
 
@@ -100,7 +100,7 @@ def map_cmd(key: str, image: str | None) -> None:
 @click.argument("image")
 def rm(image: str) -> None:
     """Delete IMAGE and every image built on it."""
-    gone = actions.remove(image)
+    gone = bookkeeping.remove(image)
     click.echo(f"removed {len(gone)} image(s): {' '.join(map(str, gone))}", err=True)
 
 
@@ -109,7 +109,7 @@ def rm(image: str) -> None:
               help="accepted for scripts written for the original plash; clean always does all of it")
 def clean(original: bool) -> None:
     """Remove dangling index and map entries, orphaned layers and temp dirs whose owner is gone."""
-    removed = actions.clean()
+    removed = bookkeeping.clean()
     for r in removed:
         click.echo(f"removed {r}", err=True)
 
@@ -122,7 +122,7 @@ def fsck(repair: bool) -> None:
     Exits 1 when something is broken (and not repaired). Leftovers of killed
     processes are listed but are not damage: `plash clean` reclaims them.
     """
-    broken, leftovers, repaired = actions.fsck(repair)
+    broken, leftovers, repaired = bookkeeping.fsck(repair)
     for p in broken:
         click.echo(f"plash fsck: broken: {p}", err=True)
     for p in leftovers:
@@ -143,7 +143,7 @@ def shrink() -> None:
     half of the images (so an imported base that everything was built on
     stays). Images in use by a running container or build are skipped.
     """
-    gone = actions.shrink()
+    gone = bookkeeping.shrink()
     if gone:
         out(" ".join(map(str, gone)))
 
@@ -158,7 +158,7 @@ def purge(yes: bool) -> None:
     """
     from plash.config import data_dir
 
-    if not actions.store_exists():
+    if not bookkeeping.store_exists():
         return  # nothing to delete, nothing to ask
     if not yes:
         if sys.stdin.isatty():
@@ -166,7 +166,7 @@ def purge(yes: bool) -> None:
         answer = sys.stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
             raise PlashError(f"purge cancelled: the answer was {answer!r}, not yes (or use plash purge --yes)")
-    actions.purge()
+    bookkeeping.purge()
 
 
 @click.command(context_settings=IMAGE_CMD)
