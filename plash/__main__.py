@@ -160,7 +160,7 @@ def run_executable(path: str, args: list[str]) -> None:
     """plash PATH ARGS...: build a plash executable (a build file) and run its entrypoint with ARGS."""
     from plash.engine.build import build
     from plash.lang.macros import expand_file
-    from plash.lang.quoting import unquote_words
+    from plash.lang.tokens import unquote_words
     from plash.launch.container import start
     from plash.launch.run import image_spec
     from plash.ui import renderer_factory

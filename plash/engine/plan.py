@@ -12,7 +12,7 @@ import os
 from plash.errors import PlashError
 from plash.lang.hashpath import sha256
 from plash.lang.macros import HINT
-from plash.lang.quoting import unquote_words
+from plash.lang.tokens import unquote_words
 from plash.store.layout import Store
 
 TYPE_CHECKING = False

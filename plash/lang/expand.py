@@ -13,7 +13,7 @@ import os
 import sys
 
 from plash.errors import MacroError
-from plash.lang.quoting import quote
+from plash.lang.tokens import quote
 
 TYPE_CHECKING = False  # typing itself is not imported: it slows plash's start
 if TYPE_CHECKING:

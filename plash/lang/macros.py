@@ -26,8 +26,7 @@ from plash.lang.expand import (
     script_text,
 )
 from plash.lang.including import read_build_file
-from plash.lang.quoting import quote
-from plash.lang.tokens import Call, parse, words_from_argv, words_from_file_text
+from plash.lang.tokens import Call, parse, quote, words_from_argv, words_from_file_text
 
 TYPE_CHECKING = False  # typing itself is not imported: it slows plash's start
 if TYPE_CHECKING:

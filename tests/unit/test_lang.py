@@ -16,8 +16,7 @@ from plash.engine.plan import layer_keys, split_script
 from plash.errors import MacroError, PlashError
 from plash.lang.expand import GROUPS, Macro
 from plash.lang.macros import MACROS, expand_argv, expand_file, help_text, quote, script_text
-from plash.lang.quoting import unquote_words
-from plash.lang.tokens import parse, words_from_argv, words_from_file_text
+from plash.lang.tokens import parse, unquote_words, words_from_argv, words_from_file_text
 
 
 def ev(*argv: str) -> str:
