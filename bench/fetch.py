@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from oci_images import Layout  # noqa: E402
-from servers import Registry, Server, add_lxc_image  # noqa: E402
+from oci_images import Layout
+from servers import Registry, Server, add_lxc_image
 
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
 SPLIT = ("usr/share/", "usr/lib/", "usr/")  # members under these go to their own layers, in order
@@ -48,7 +48,7 @@ def debian_tar(path: str | None, work: str) -> bytes:
 def split_layers(rootfs: bytes) -> list[bytes]:
     """Split a rootfs tarball into layers by path prefix (dirs go where their members are)."""
     bufs = [io.BytesIO() for _ in range(len(SPLIT) + 1)]
-    tars = [tarfile.open(fileobj=b, mode="w") for b in bufs]
+    tars = [tarfile.open(fileobj=b, mode="w") for b in bufs]  # noqa: SIM115 (closed below, each)
     with tarfile.open(fileobj=io.BytesIO(rootfs)) as src:
         for m in src:
             name = m.name.lstrip("./")

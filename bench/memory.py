@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from oci_images import Layout  # noqa: E402
-from servers import Registry  # noqa: E402
+from oci_images import Layout
+from servers import Registry
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 

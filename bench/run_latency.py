@@ -14,6 +14,7 @@ noise hits all of them alike. Runs as root or as an ordinary user; stdlib only.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -77,10 +78,8 @@ def percentile(xs: list[float], q: float) -> float:
 def rmtree(path: str) -> None:
     def onerror(func: Callable[..., Any], p: str, _exc: Any) -> None:
         for q in (os.path.dirname(p), p):
-            try:
+            with contextlib.suppress(OSError, NotImplementedError):
                 os.chmod(q, stat.S_IRWXU, follow_symlinks=False)
-            except (OSError, NotImplementedError):
-                pass
         func(p)
 
     shutil.rmtree(path, onerror=onerror)

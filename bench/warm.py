@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-import rootfs  # noqa: E402
+import rootfs
 
 N = 8
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import rootfs  # noqa: E402
+import rootfs
 
 MUST_WORK = os.environ.get("PLASH_MUST_WORK") == "1"
 PLASH = str(Path(sys.executable).parent / "plash")

@@ -38,7 +38,7 @@ def make_handler(state: Files) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             path = self.path.split("?")[0]
             with state.lock:
                 state.hits[path] = state.hits.get(path, 0) + 1

@@ -64,9 +64,11 @@ def test_out_of_space(small: Plash, busybox_tgz: Path, shared_dir: Path) -> None
     assert line == f"plash error: no space left on device while unpacking: {FULL}"
     image = p.import_tar(busybox_tgz)
     line = failing(p, "build", "--from-id", image, "--run", "dd if=/dev/zero of=/big bs=1M count=20")
-    assert line.startswith("plash error: build failed at argument 3 (exit 1)") and line.endswith(f"{FULL} ({p.store})")
+    assert line.startswith("plash error: build failed at argument 3 (exit 1)")
+    assert line.endswith(f"{FULL} ({p.store})")
     line = failing(p, "create", image, "dd", "if=/dev/zero", "of=/big", "bs=1M", "count=20")
-    assert "nothing was saved" in line and FULL in line
+    assert "nothing was saved" in line
+    assert FULL in line
     # a full file system before anything starts: builds, downloads, creates
     fill(p)
     assert FULL in failing(p, "build", "--from-id", image, "--run", "echo hi > /x")

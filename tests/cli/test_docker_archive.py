@@ -102,7 +102,8 @@ def test_multi_layer_archives_import_every_time(plash: Plash, archives, writer: 
     archive = found[writer]
     # what the tools really write: four uncompressed layer tarballs, whatever the source's compression
     magics = layers_of(archive)
-    assert len(magics) == 4 and not any(m.startswith(b"\x1f\x8b") for m in magics)
+    assert len(magics) == 4
+    assert not any(m.startswith(b"\x1f\x8b") for m in magics)
     images = set()
     for i in range(5):
         store = {"PLASH_DATA": str(plash.work / f"store-{writer}-{i}")}  # a fresh store: every layer is read again
@@ -143,7 +144,8 @@ def test_compressed_layer_members_are_verified_against_diff_ids(plash: Plash, ar
     fresh.ok("init")
     before = fresh.snapshot()
     r = fresh("import-docker", f"docker-archive:{bad}")
-    assert r.returncode == 1 and r.stdout == ""
+    assert r.returncode == 1
+    assert r.stdout == ""
     errors = [line for line in r.stderr.splitlines() if line.startswith("plash error:")]
     assert len(errors) == 1 and "sha256 mismatch" in errors[0], r.stderr
     assert fresh.snapshot() == before
@@ -157,7 +159,8 @@ def test_changed_plain_layer_is_refused(root_plash: Plash, archives) -> None:
     root_plash.ok("init")
     before = root_plash.snapshot()
     r = root_plash("import-docker", f"docker-archive:{bad}")
-    assert r.returncode == 1 and r.stdout == ""
+    assert r.returncode == 1
+    assert r.stdout == ""
     errors = [line for line in r.stderr.splitlines() if line.startswith("plash error:")]
     assert len(errors) == 1 and "sha256 mismatch" in errors[0], r.stderr
     assert root_plash.snapshot() == before
@@ -227,7 +230,7 @@ def test_layers_named_through_links(root_plash: Plash, archives) -> None:
                 member.size = len(data)
             out.addfile(member, io.BytesIO(data) if member.isreg() else None)
     path.chmod(0o644)
-    assert all(n.endswith("/layer.tar") for n in json.loads(tarfile.open(path).extractfile("manifest.json").read())[0]["Layers"])  # type: ignore[union-attr]
+    assert all(n.endswith("/layer.tar") for n in json.loads(tarfile.open(path).extractfile("manifest.json").read())[0]["Layers"])  # type: ignore[union-attr]  # noqa: SIM115
     image = root_plash.ok("import-docker", f"docker-archive:{path}")
     assert root_plash.ok("run", image, "sh", "-c", CHECK) == CHECKED
 
@@ -257,7 +260,7 @@ def test_a_member_with_a_negative_size_is_refused(root_plash: Plash, tmp_path: P
     assert root_plash.snapshot() == before
 
 
-@pytest.mark.parametrize("index,message", [
+@pytest.mark.parametrize(("index", "message"), [
     ("[[[", "index.json is not JSON"),
     ('{"manifests": 5}', "index.json has no list of manifests"),
     ('{"manifests": [{"digest": "sha256:../../etc", "size": 3}]}', "a manifest entry has no valid sha256 digest"),

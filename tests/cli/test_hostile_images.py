@@ -5,6 +5,7 @@ Each malicious image is made here, with plash itself (create) from the busybox i
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import signal
@@ -89,10 +90,8 @@ def wait_gone(pids: list[int], timeout: float = 20) -> list[int]:
 
     fds = []
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             fds.append(os.pidfd_open(pid))
-        except ProcessLookupError:
-            pass
     try:
         deadline = time.monotonic() + timeout
         pending = list(fds)
@@ -151,7 +150,8 @@ def test_no_descriptor_leads_into_the_store(plash: Plash, image: str) -> None:
     assert plash.ok("run", image, "sh", "-c", probe) == "done"
     built = plash("build", "--from", image, "--run", probe + " >&2")
     assert built.returncode == 0, built.stderr
-    assert "directory fd" not in built.stderr and "through fd 3" not in built.stderr
+    assert "directory fd" not in built.stderr
+    assert "through fd 3" not in built.stderr
     assert plash.ok("run", image, "head", "-c", "5", "/etc/passwd") == "root:"
 
 
@@ -233,7 +233,8 @@ def test_deep_trees_and_long_chains_stay_removable(plash: Plash, image: str) -> 
     r = plash("build", "--quiet", "--from", image, *layers)
     assert r.returncode == 1
     first = r.stderr.splitlines()[0]
-    assert first.startswith("plash error: an image has at most 250 layers; image ") and first.endswith(" has 250 already")
+    assert first.startswith("plash error: an image has at most 250 layers; image ")
+    assert first.endswith(" has 250 already")
     assert plash("fsck").returncode == 0
     r = plash("rm", image)
     assert r.returncode == 0 and "removed 250 image(s)" in r.stderr, r.stderr
@@ -272,7 +273,7 @@ def test_fsck_beside_an_rm(plash: Plash, image: str) -> None:
         rm = subprocess.Popen(plash.command([PLASH, "rm", child]), stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True, cwd=plash.work)
         pause.go()
-        out, err = fsck.communicate(timeout=60)
+        _out, err = fsck.communicate(timeout=60)
         assert (fsck.returncode, err) == (0, ""), err
         assert rm.wait(timeout=60) == 0
     finally:

@@ -63,7 +63,8 @@ def test_shrink_skips_images_in_use_and_goes_on(plash: Plash, image: str, busybo
     other = plash.import_tar(busybox_tgz)
     proc = subprocess.Popen(plash.command([PLASH, "run", child, "sh", "-c", "echo up; read line"]),
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=plash.work)
-    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout is not None
+    assert proc.stdin is not None
     try:
         assert proc.stdout.readline() == "up\n"
         r = plash("shrink")  # 3 images, 1 may go: image has 2 with its child, child is in use, other fits
@@ -124,7 +125,8 @@ def test_purge_reads_the_answer_from_stdin(plash: Plash, image: str) -> None:
         assert plash.ok("run", image, "true") == ""
     r = plash.sh(["sh", "-c", f"echo yes | {PLASH} purge"])
     assert (r.returncode, r.stdout) == (0, ""), r.stderr
-    assert plash.store.is_dir() and visible_entries(plash.store) == []
+    assert plash.store.is_dir()
+    assert visible_entries(plash.store) == []
 
 
 @pytest.mark.parametrize("moved", [["locks"], "all"])
@@ -171,7 +173,8 @@ def test_queries_on_a_missing_store_create_nothing(root_plash: Plash, args: list
 
 def test_run_on_a_missing_store_creates_nothing(plash: Plash) -> None:
     r = plash("run", "3", "true")
-    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1
+    assert r.returncode == 1
+    assert len(r.stderr.splitlines()) == 1
     assert not plash.store.exists()
 
 
@@ -200,11 +203,13 @@ def test_copy_into_an_existing_empty_dir(plash: Plash, image: str) -> None:
     assert (r.returncode, r.stdout) == (0, ""), r.stderr
     assert (dest / "etc" / "os-release").read_text().startswith("NAME=busybox")
     r = plash("copy", image, str(dest))  # not empty now
-    assert r.returncode == 1 and r.stderr.splitlines() == [f"plash error: cannot copy to {dest}: it is not empty"]
+    assert r.returncode == 1
+    assert r.stderr.splitlines() == [f"plash error: cannot copy to {dest}: it is not empty"]
     assert (dest / "etc" / "os-release").exists()
     plash.sh(["touch", str(plash.work / "file")])
     r = plash("copy", image, str(plash.work / "file"))
-    assert r.returncode == 1 and str(plash.work / "file") in r.stderr
+    assert r.returncode == 1
+    assert str(plash.work / "file") in r.stderr
 
 
 def test_clean_accepts_the_original_options(plash: Plash, image: str) -> None:
@@ -219,7 +224,8 @@ def test_no_unshare_sudo_keeps_the_callers_namespaces(plash: Plash) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [host, str(uid_of(plash))]  # no namespace: the command runs as the caller
     r = plash("sudo", "sh", "-c", "readlink /proc/self/ns/mnt; id -u")
-    assert r.stdout.splitlines()[0] != host and r.stdout.splitlines()[1] == "0"
+    assert r.stdout.splitlines()[0] != host
+    assert r.stdout.splitlines()[1] == "0"
     assert "PLASH_NO_UNSHARE" in plash.ok("help", "sudo")
 
 
@@ -245,7 +251,8 @@ def test_no_unshare_with_mount_uses_the_callers_namespace(plash: Plash, image: s
         try:
             assert ns == host_mount_ns(plash)
             assert name == "NAME=busybox"
-            assert not os.path.ismount(where) and not os.path.exists(where)  # unmounted and removed after
+            assert not os.path.ismount(where)
+            assert not os.path.exists(where)
         finally:
             if os.path.ismount(where):
                 subprocess.run(["umount", "-l", where])

@@ -42,7 +42,8 @@ def test_warm_keep_going(plash: Plash, image: str) -> None:
     assert errors[1].startswith(f"plash error: {typo}:2: unknown macro 'runn'")
     assert errors[2] == "plash error: 2 of 3 file(s) failed"
     r = plash("warm", str(bad), str(good))  # without --keep-going: the first failure stops all
-    assert r.returncode == 1 and r.stdout == ""
+    assert r.returncode == 1
+    assert r.stdout == ""
 
 
 def test_many_processes_build_the_same_file_once(plash: Plash, image: str) -> None:

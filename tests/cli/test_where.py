@@ -175,7 +175,8 @@ def test_debootstrap_of_an_unknown_suite_says_so(root_plash: Plash, mirror: str)
     assert "tarball" not in r.stderr
     before = root_plash.snapshot()
     again = root_plash("build", "--from-debootstrap", "nosuchsuite", mirror)
-    assert again.returncode == 1 and root_plash.snapshot() == before
+    assert again.returncode == 1
+    assert root_plash.snapshot() == before
 
 
 def test_debootstrap_failure_is_blamed_on_the_tool(root_plash: Plash, mirror: str) -> None:

@@ -18,8 +18,8 @@ import os
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 import httpx
 import pytest
@@ -53,7 +53,7 @@ class Hostile:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 state.hits[path] += 1
                 answer = state.routes.get(path)
@@ -289,14 +289,16 @@ def test_a_token_answer_over_1_mib(root_plash: Plash, server: Hostile, image: Im
     server.routes[image.manifest_path] = body(b"", status=401, **{"WWW-Authenticate": challenge})
     server.routes["/token"] = chunked(8 * MiB)
     line = fails(root_plash, "import-docker", image.ref)
-    assert line.startswith(f"plash error: {server.url}/token?") and line.endswith(": the token answer is larger than 1 MiB")
+    assert line.startswith(f"plash error: {server.url}/token?")
+    assert line.endswith(": the token answer is larger than 1 MiB")
 
 
 def test_an_image_config_over_8_mib_is_not_fetched(root_plash: Plash, server: Hostile, image: Image) -> None:
     image.serve(config_size=9 * MiB)
     line = fails(root_plash, "import-docker", image.ref)
     assert line == f"plash error: {server.url}{image.config_path}: the image config is larger than 8 MiB"
-    assert server.hits[image.config_path] == 0 and server.hits[image.layer_path] == 0
+    assert server.hits[image.config_path] == 0
+    assert server.hits[image.layer_path] == 0
 
 
 def test_an_image_config_longer_than_listed(root_plash: Plash, server: Hostile, image: Image) -> None:
@@ -339,7 +341,7 @@ async def test_get_bytes_never_buffers_more_than_its_limit(server: Hostile) -> N
                 await http.get_bytes(c, f"{server.url}/e")
             with pytest.raises(http.FetchError, match=r"/f: the document comes in an encoding plash did not ask for"):
                 await http.get_bytes(c, f"{server.url}/f")
-    assert http.DOCUMENT_LIMIT == 64 * MiB  # what lxc.py's catalogues get without asking
+    assert 64 * MiB == http.DOCUMENT_LIMIT  # what lxc.py's catalogues get without asking
 
 
 # 10. a deadline per request
@@ -412,7 +414,7 @@ async def test_a_slow_but_steady_blob_is_fine(server: Hostile, monkeypatch: pyte
     assert got == data
 
 
-@pytest.mark.parametrize("name,value", [("PLASH_HTTP_DOCUMENT_TIMEOUT", "soon"), ("PLASH_HTTP_RATE_WINDOW", "0"),
+@pytest.mark.parametrize(("name", "value"), [("PLASH_HTTP_DOCUMENT_TIMEOUT", "soon"), ("PLASH_HTTP_RATE_WINDOW", "0"),
                                         ("PLASH_HTTP_MIN_RATE", "-1"), ("PLASH_HTTP_TIMEOUT", "nan")])
 def test_bad_limits_in_the_environment(root_plash: Plash, image: Image, name: str, value: str) -> None:
     line = fails(root_plash, "import-docker", image.ref, env={name: value})

@@ -114,7 +114,8 @@ def test_registry_errors_leave_the_store_unchanged(root_plash: Plash, registry: 
     plash.ok("init")
     before = plash.snapshot()
     r = plash("import-docker", f"{registry.host}/test/multi:nope")
-    assert r.returncode == 1 and "not found" in r.stderr.splitlines()[-1]
+    assert r.returncode == 1
+    assert "not found" in r.stderr.splitlines()[-1]
     # corrupt a (plain, unshared) layer blob in the registry's storage: the digest check must catch it
     hexd = registry.corrupt_blob[7:]  # type: ignore[attr-defined]
     storage = registry.proc.args[2].rsplit("/", 1)[0]
@@ -152,7 +153,8 @@ def test_reference_parsing() -> None:
     for bad in ("", "UPPER", "a@sha256:12", "a b"):
         with pytest.raises(FetchError, match="invalid"):
             parse_ref(bad)
-    assert is_insecure_ok("127.0.0.1:5000") and is_insecure_ok("localhost:5000")
+    assert is_insecure_ok("127.0.0.1:5000")
+    assert is_insecure_ok("localhost:5000")
     assert not is_insecure_ok("registry.example:5000")
 
 
@@ -177,7 +179,8 @@ def test_local_oci_layout_and_docker_archive(plash: Plash, registry: Registry) -
     from_archive = plash.ok("import-docker", f"docker-archive:{registry.archive}")  # type: ignore[attr-defined]
     assert plash.ok("run", from_archive, "cat", "/etc/other", "/etc/os-release").startswith("other\nNAME=busybox")
     r = plash("import-docker", f"oci:{registry.layout}:nope")  # type: ignore[attr-defined]
-    assert r.returncode == 1 and "no image tagged nope" in r.stderr
+    assert r.returncode == 1
+    assert "no image tagged nope" in r.stderr
     r = plash("import-docker", "docker-archive:/nonexistent.tar")
     assert r.returncode == 1
     assert r.stderr.splitlines()[-1] == "plash error: docker-archive:/nonexistent.tar: cannot open: No such file or directory"
@@ -203,7 +206,8 @@ def test_malicious_layer_writes_nothing_outside(root_plash: Plash, registry: Reg
     registry.push(str(layout.path), "evil", "test/evil:1")
     before = (root_plash.ok("init"), root_plash.snapshot())
     r = root_plash("import-docker", f"{registry.host}/test/evil:1")
-    assert r.returncode == 1 and "unsafe path" in r.stderr.splitlines()[-1]
+    assert r.returncode == 1
+    assert "unsafe path" in r.stderr.splitlines()[-1]
     assert not outside.exists()
     assert root_plash.snapshot() == before[1]
 
@@ -215,7 +219,8 @@ def test_concurrent_imports_download_each_blob_once(plash: Plash, registry: Regi
         host = front.url.removeprefix("http://")
         runs = plash.many([["import-docker", f"{host}/test/multi:1"]] * 4 + [["import-docker", f"{host}/test/multi:sibling"]] * 4)
         assert all(r.returncode == 0 for r in runs), [r.stderr for r in runs]
-        assert len({r.stdout for r in runs[:4]}) == 1 and len({r.stdout for r in runs[4:]}) == 1
+        assert len({r.stdout for r in runs[:4]}) == 1
+        assert len({r.stdout for r in runs[4:]}) == 1
         blobs = {path: n for path, n in front.state.hits.items() if "/blobs/" in path}
         assert len(blobs) == 7  # two configs, the shared base layer, three more of multi, one of sibling
         assert set(blobs.values()) == {1}, blobs
@@ -275,7 +280,7 @@ class ExpiringTokens:
             def log_message(self, *args: object) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 with state.lock:
                     state.hits[path] = state.hits.get(path, 0) + 1

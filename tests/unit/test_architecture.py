@@ -108,8 +108,8 @@ def test_no_private_name_is_imported_from_another_package() -> None:
     for name, path in known.items():
         own = name.split(".")[:2]
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("plash"):
-                if node.module.split(".")[:2] != own:
-                    offenders += [f"{name}: {node.module}.{a.name}" for a in node.names
-                                  if a.name.startswith("_") and a.name != "__version__"]
+            if (isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("plash")
+                    and node.module.split(".")[:2] != own):
+                offenders += [f"{name}: {node.module}.{a.name}" for a in node.names
+                              if a.name.startswith("_") and a.name != "__version__"]
     assert offenders == []

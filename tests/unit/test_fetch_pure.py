@@ -25,7 +25,8 @@ DIGEST = "sha256:" + "ab" * 32
 ])
 def test_loopback_registries_may_be_plain_http(registry: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PLASH_INSECURE_REGISTRIES", raising=False)
-    assert is_loopback(registry) and is_insecure_ok(registry)
+    assert is_loopback(registry)
+    assert is_insecure_ok(registry)
 
 
 @pytest.mark.parametrize("registry", [
@@ -36,13 +37,16 @@ def test_loopback_registries_may_be_plain_http(registry: str, monkeypatch: pytes
 ])
 def test_other_registries_need_https(registry: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PLASH_INSECURE_REGISTRIES", raising=False)
-    assert not is_loopback(registry) and not is_insecure_ok(registry)
+    assert not is_loopback(registry)
+    assert not is_insecure_ok(registry)
 
 
 def test_insecure_registries_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLASH_INSECURE_REGISTRIES", "registry.lan, 10.0.0.1:5000,[fd00::1]:5000")
-    assert is_insecure_ok("registry.lan") and is_insecure_ok("registry.lan:5000")
-    assert is_insecure_ok("10.0.0.1:5000") and not is_insecure_ok("10.0.0.1:5001")
+    assert is_insecure_ok("registry.lan")
+    assert is_insecure_ok("registry.lan:5000")
+    assert is_insecure_ok("10.0.0.1:5000")
+    assert not is_insecure_ok("10.0.0.1:5001")
     assert is_insecure_ok("[fd00::1]:5000")
     assert not is_insecure_ok("127.evil.example:5000")
 
@@ -55,7 +59,7 @@ def test_registry_host() -> None:
     assert registry_host("::1") == ("::1", None)
 
 
-@pytest.mark.parametrize("body,wrong", [
+@pytest.mark.parametrize(("body", "wrong"), [
     (b"<html>not json</html>", "is not JSON"),
     (b"\xff\xfe", "is not JSON"),
     (b"[" * 100_000, "is not JSON"),  # nested too deep for the parser
@@ -74,7 +78,7 @@ def good_manifest() -> dict:
             "layers": [{"digest": DIGEST, "size": 3, "mediaType": "application/vnd.oci.image.layer.v1.tar"}]}
 
 
-@pytest.mark.parametrize("change,wrong", [
+@pytest.mark.parametrize(("change", "wrong"), [
     (lambda m: m.pop("layers"), "the manifest has no list of layers"),
     (lambda m: m.update(layers={"a": 1}), "the manifest has no list of layers"),
     (lambda m: m.update(schemaVersion=1), "unsupported manifest (schema 1)"),
@@ -104,7 +108,7 @@ def test_check_descriptor_size_may_be_optional() -> None:
         check_descriptor({"digest": DIGEST}, "W", "x")
 
 
-@pytest.mark.parametrize("index,wrong", [
+@pytest.mark.parametrize(("index", "wrong"), [
     ([], "the manifest list has no list of manifests"),
     ({"manifests": {"a": 1}}, "the manifest list has no list of manifests"),
     ({"manifests": ["x", 1, None, {"platform": "linux"}]}, "no linux/amd64 image in the manifest list (has: None/None)"),
@@ -126,7 +130,7 @@ def test_config_meta() -> None:
     assert config_meta({"config": None}) == {} == config_meta({})
 
 
-@pytest.mark.parametrize("config,wrong", [
+@pytest.mark.parametrize(("config", "wrong"), [
     ([], "not a JSON object"),
     ({"config": []}, "its config is not an object"),
     ({"config": {"Env": "A=1"}}, "config.Env is not a list of strings"),

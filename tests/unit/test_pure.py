@@ -17,12 +17,12 @@ from plash.store.staging import Staging
 from plash.store.unpack import member_parts
 
 
-@pytest.mark.parametrize("text,ok", [("1", 1), ("42", 42), ("007", 7)])
+@pytest.mark.parametrize(("text", "ok"), [("1", 1), ("42", 42), ("007", 7)])
 def test_parse_image_id_accepts(text: str, ok: int) -> None:
     assert parse_image_id(text) == ok
 
 
-@pytest.mark.parametrize("text", ["0", "", "-1", "x", "1.0", " 1", "١"])
+@pytest.mark.parametrize("text", ["0", "", "-1", "x", "1.0", " 1", "١"])  # noqa: RUF001 (an Arabic-Indic digit one, on purpose)
 def test_parse_image_id_refuses(text: str) -> None:
     with pytest.raises(NoImage, match="image must be a positive number"):
         parse_image_id(text)
@@ -73,10 +73,12 @@ def test_resolve_in_root_stays_inside(tmp_path: Path) -> None:
     created: list[str] = []
     got = resolve_in_root(str(root), "/etc/resolv.conf", "file", created)
     assert got == f"{root}/run/stub.conf"
-    assert created == ["/run/stub.conf"] and (root / "run" / "stub.conf").is_file()
+    assert created == ["/run/stub.conf"]
+    assert (root / "run" / "stub.conf").is_file()
     created = []
     got = resolve_in_root(str(root), "/up/home", "dir", created)
-    assert got == f"{root}/home" and created == ["/home"]
+    assert got == f"{root}/home"
+    assert created == ["/home"]
     with pytest.raises(FileNotFoundError):
         resolve_in_root(str(root), "/missing/x", None, [])
 
