@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import functools
 import io
-from typing import Any, BinaryIO, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO, cast
 
 from plash.errors import UnpackError, os_message
 
@@ -42,7 +43,8 @@ def open_decompressed(raw: BinaryIO) -> ReadAhead:
     decompressing overlaps with creating the files (as tar does with a
     separate xz process). Their errors become BadStream, naming the problem.
     """
-    buf = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(raw)  # type: ignore[arg-type,type-var]
+    # (the casts: typing's BinaryIO does not declare readinto, nor is a file that only reads one)
+    buf = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(cast("io.RawIOBase", raw))
     try:
         magic = buf.peek(6)[:6]
     except OSError as e:
@@ -52,23 +54,19 @@ def open_decompressed(raw: BinaryIO) -> ReadAhead:
         import gzip
         import zlib
 
-        gz = gzip.GzipFile(fileobj=_Available(buf), mode="rb")  # type: ignore[call-overload]
+        gz = gzip.GzipFile(fileobj=cast("BinaryIO", _Available(buf)), mode="rb")
         read = _checked(functools.partial(gz.read1, CHUNK), "gzip", (OSError, zlib.error))
     elif magic.startswith(b"BZh"):
         import bz2
 
-        bz = bz2.BZ2File(_Available(buf))  # type: ignore[call-overload]
+        bz = bz2.BZ2File(cast("BinaryIO", _Available(buf)))
         read = _checked(functools.partial(bz.read1, CHUNK), "bzip2", (OSError,))
     elif magic.startswith(b"\xfd7zXZ\x00"):
         import lzma
 
         read = _checked(functools.partial(next, _xz_chunks(buf), b""), "xz", (lzma.LZMAError,))
     elif magic.startswith(b"\x28\xb5\x2f\xfd"):
-        import zstandard
-
-        zst = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(
-            _ZstdFrames(buf), read_across_frames=True)
-        read = _checked(functools.partial(_zstd_read, zst), "zstd", (zstandard.ZstdError,))
+        read = _zstd_reader(buf)
     else:
         read = _checked(functools.partial(buf.read1, CHUNK), "", ())  # what a pipe has, without waiting for a full chunk
     return ReadAhead(read)
@@ -228,15 +226,26 @@ def _xz_memory(e: Exception) -> bool:
     return "memory usage limit" in str(e).lower()
 
 
-def _zstd_read(stream: BinaryIO) -> bytes:
-    try:
-        return stream.read1(CHUNK)  # type: ignore[attr-defined]
-    except Exception as e:  # zstandard.ZstdError, imported lazily
-        if "too much memory" in str(e):
-            raise UnpackError(
-                f"the zstd stream needs a window of more than {ZSTD_MAX_WINDOW >> 20} MiB to unpack"
-            ) from None
-        raise
+def _zstd_reader(buf: io.BufferedReader[Any]) -> Callable[[], bytes]:
+    """The plain bytes of a zstd stream, its window within ZSTD_MAX_WINDOW, its end checked (see _ZstdFrames)."""
+    # (zstandard ships its types; a mypy that runs without plash's dependencies cannot see them)
+    import zstandard  # type: ignore[import-not-found, unused-ignore]
+
+    reader = zstandard.ZstdDecompressor(max_window_size=ZSTD_MAX_WINDOW).stream_reader(
+        cast("BinaryIO", _ZstdFrames(buf)), read_across_frames=True)
+
+    def read() -> bytes:
+        try:
+            data: bytes = reader.read1(CHUNK)
+        except zstandard.ZstdError as e:
+            if "too much memory" in str(e):
+                raise UnpackError(
+                    f"the zstd stream needs a window of more than {ZSTD_MAX_WINDOW >> 20} MiB to unpack"
+                ) from None
+            raise
+        return data
+
+    return _checked(read, "zstd", (zstandard.ZstdError,))
 
 
 class ReadAhead:

@@ -55,10 +55,8 @@ def check(s: Store) -> tuple[list[str], list[str], list[int]]:
                 bad_images.append(image)
         indexed = set()
         for i in s.ids():
-            try:
+            with contextlib.suppress(NoImage):
                 indexed.add(os.path.realpath(s.image_dir(i)))
-            except NoImage:
-                pass
         for dirpath, dirnames, _ in os.walk(s.root0):
             for dn in list(dirnames):
                 if dn.isdigit() and os.path.realpath(os.path.join(dirpath, dn)) not in indexed:

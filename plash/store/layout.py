@@ -91,7 +91,7 @@ class Store:
     def exists(self) -> bool:
         return os.path.isdir(self.path)
 
-    def private(self) -> "Store":
+    def private(self) -> Store:
         """Make sure no other user can reach into the store (0700), as podman's storage is.
 
         Imported setuid files and file capabilities live in it: reachable, any
@@ -110,7 +110,7 @@ class Store:
                              f"{self.path}\n")
         return self
 
-    def ensure(self) -> "Store":
+    def ensure(self) -> Store:
         """Create the store's skeleton if it is missing (idempotent, race-free; see publishing.make_skeleton)."""
         if os.path.isdir(self.locks):  # made last: the skeleton is complete
             return self.private()
@@ -248,7 +248,7 @@ class Store:
     def lock_file(self) -> str:
         return os.path.join(self.path, "lock")
 
-    def locked(self) -> "_Lock":
+    def locked(self) -> _Lock:
         """Hold the store's lock (a short critical section across processes)."""
         return _Lock(self.lock_file)
 

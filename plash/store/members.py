@@ -5,6 +5,7 @@ See plash.store.unpack for the rules; Unpacker applies them member by member.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -178,7 +179,7 @@ class Unpacker:
         if info.ischr() or info.isblk() or info.type == _LABEL:
             return  # device nodes are skipped (whiteouts included in a plain rootfs), as labels are by GNU tar
         if info.type not in tarfile.SUPPORTED_TYPES:  # tarfile skipped its data: refused, never dropped quietly
-            raise UnpackError(f"unsupported member type {ascii(info.type.decode('latin-1'))} in tarball: {shown(info.name)}")
+            raise UnpackError(f"unsupported member type {info.type.decode('latin-1')!a} in tarball: {shown(info.name)}")
         if not parts:
             if info.isdir():
                 self.deferred.append(((), info))
@@ -230,10 +231,8 @@ class Unpacker:
             self._clear(pfd, name, parts, want_dir=False)
             os.symlink(info.linkname, name, dir_fd=pfd)
             self._own(name, info, pfd)
-            try:
+            with contextlib.suppress(OSError):
                 os.utime(name, (info.mtime, info.mtime), dir_fd=pfd, follow_symlinks=False)
-            except OSError:
-                pass
         elif info.islnk():
             src_parts = tuple(member_parts(info.linkname))
             if not src_parts:
@@ -278,7 +277,7 @@ class Unpacker:
         hidden = hidden_name(name)
         if hidden is None:
             raise UnpackError(f"invalid whiteout in layer: {shown(member)}")
-        target = parts[:-1] + (hidden,)
+        target = (*parts[:-1], hidden)
         if not self.fresh or target in self.made:
             try:
                 st = os.stat(hidden, dir_fd=pfd, follow_symlinks=False)
@@ -295,10 +294,8 @@ class Unpacker:
     def _xattrs(fd: int, info: tarfile.TarInfo) -> None:
         for key, value in info.pax_headers.items():
             if key.startswith("SCHILY.xattr."):
-                try:
+                with contextlib.suppress(OSError):  # xattrs are kept where the file system and namespace allow
                     os.setxattr(fd, key[len("SCHILY.xattr.") :], value.encode("utf-8", "surrogateescape"))
-                except OSError:
-                    pass  # xattrs are kept where the file system and namespace allow
 
     def finish(self) -> None:
         """Apply directory ownership, modes and times, deepest first."""

@@ -15,6 +15,7 @@ Imported by the Store methods when first used: `plash run` never removes.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 
@@ -58,10 +59,8 @@ def detach(store: Store, image: int, at_most: int | None = None) -> tuple[str, l
                 if fd is not None:
                     os.close(fd)
         for i in gone:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(store.index, str(i)))
-            except FileNotFoundError:
-                pass
         _drop_dangling(store.maps)
         _drop_dangling(store.keys)
     return trash, gone
@@ -115,10 +114,8 @@ def clean_plan(store: Store) -> tuple[list[str], list[str]]:
         indexed = set()
         for name in os.listdir(store.index):
             if name.isdigit():
-                try:
+                with contextlib.suppress(NoImage):
                     indexed.add(os.path.realpath(store.image_dir(int(name))))
-                except NoImage:
-                    pass
         orphans = []
         for dirpath, dirnames, _ in os.walk(store.root0):
             keep = []
@@ -165,10 +162,8 @@ def _drop_stale_lock(path: str) -> bool:
     except BlockingIOError:
         os.close(fd)
         return False
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # waiters that opened it see another inode in place and retry
-    except FileNotFoundError:
-        pass
     os.close(fd)
     return True
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 
@@ -60,10 +61,8 @@ def rmtree(path: str) -> None:
             os.close(cur)
             cur = up
             stack.pop()
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 _fixing(cur, os.rmdir, name)
-            except FileNotFoundError:
-                pass
     finally:
         os.close(cur)
 
@@ -87,7 +86,7 @@ def _open_fixing(name: str, flags: int, dir_fd: int | None) -> int:
         return os.open(name, flags, dir_fd=dir_fd)
 
 
-def _listdir_fixing(fd: int) -> list[os.DirEntry]:
+def _listdir_fixing(fd: int) -> list[os.DirEntry[str]]:
     try:
         return list(os.scandir(fd))
     except PermissionError:

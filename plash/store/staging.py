@@ -17,6 +17,7 @@ not. Only this module knows the names inside a staging dir.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 
@@ -26,7 +27,7 @@ from plash.store.rmtree import rmtree
 
 TYPE_CHECKING = False  # typing is not imported at run time: a step's launcher starts with this
 if TYPE_CHECKING:
-    from typing import Callable
+    from collections.abc import Callable
 
     Remover = Callable[[str], None]
 
@@ -121,10 +122,8 @@ class Staging:
         """Delete the staging dir, published or not; what cannot be deleted now is left for `plash clean`."""
         if self.published is not None and self.discard_published():
             return
-        try:
+        with contextlib.suppress(OSError, PlashError):  # clean reclaims dirs whose owner is gone
             self.remove(self.path)
-        except (OSError, PlashError):
-            pass  # clean reclaims dirs whose owner is gone
 
     def __enter__(self) -> Staging:
         return self

@@ -43,7 +43,8 @@ def import_measured(plash: Plash, path: Path, timeout: float = 120) -> tuple[sub
 def refused(plash: Plash, r: subprocess.CompletedProcess, before: list[tuple[str, str]], what: str) -> None:
     assert r.returncode == 1, r.stderr
     assert r.stdout == ""
-    assert len(r.stderr.splitlines()) == 1 and r.stderr.startswith("plash error:"), r.stderr
+    assert len(r.stderr.splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("plash error:"), r.stderr
     assert what in r.stderr, r.stderr
     assert plash.snapshot() == before
 
@@ -288,8 +289,10 @@ def test_later_members_replace_nested_directories(plash: Plash, shared_dir: Path
     path.chmod(0o644)
     layer = Path(plash.ok("nodepath", plash.import_tar(path))) / "root"
     assert (layer / "a").read_bytes() == b"now a file"
-    assert os.readlink(layer / "d" / "e") == "elsewhere" and (layer / "d" / "y").read_bytes() == b"y"
-    assert os.readlink(layer / "g") == "d" and (layer / "z").read_bytes() == b"z"
+    assert os.readlink(layer / "d" / "e") == "elsewhere"
+    assert (layer / "d" / "y").read_bytes() == b"y"
+    assert os.readlink(layer / "g") == "d"
+    assert (layer / "z").read_bytes() == b"z"
     assert sorted(os.listdir(layer)) == ["a", "d", "g", "z"]
 
 
