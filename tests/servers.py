@@ -31,13 +31,17 @@ class Files:
         self.lock = threading.Lock()
 
 
+class QuietHandler(BaseHTTPRequestHandler):
+    """The tests' request handler base: HTTP/1.1 (keep-alive, as real servers), no log lines on stderr."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
 def make_handler(state: Files) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args: object) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             path = self.path.split("?")[0]
             with state.lock:

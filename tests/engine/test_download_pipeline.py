@@ -12,13 +12,14 @@ import hashlib
 import os
 import threading
 from collections.abc import Awaitable, Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 from enginekit import emit, fds, snapshot, store, tar_of  # noqa: F401 (fixtures, used by name)
+from servers import QuietHandler
 
 from plash.engine import layers
 from plash.engine.events import Kind
@@ -212,12 +213,7 @@ class Server:
         self.hits = 0
         state = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 state.hits += 1
                 if self.path != "/rootfs.tar.gz":

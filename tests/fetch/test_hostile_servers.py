@@ -27,6 +27,7 @@ import rootfs
 import trio
 from conftest import Plash
 from oci_images import layer_tar
+from servers import QuietHandler
 
 from plash.engine.fetch import http
 
@@ -47,12 +48,7 @@ class Hostile:
         self.stop = threading.Event()  # ends the drips when the test is over
         state = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 state.hits[path] += 1

@@ -18,7 +18,7 @@ import pytest
 import rootfs
 from conftest import Plash, need
 from oci_images import Layout, layer_tar
-from servers import Registry, Server
+from servers import QuietHandler, Registry, Server
 
 from plash.engine.fetch.auth import parse_challenge
 from plash.engine.fetch.http import FetchError
@@ -274,12 +274,7 @@ class ExpiringTokens:
     def handler(self) -> type[BaseHTTPRequestHandler]:
         state = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: object) -> None:
-                pass
-
+        class Handler(QuietHandler):
             def do_GET(self) -> None:
                 path = self.path.split("?")[0]
                 with state.lock:
