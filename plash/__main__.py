@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import NoReturn
 
+    from plash.engine.events import Emit
     from plash.store.layout import Store
 
     Handler = Callable[[list[str]], list[str] | None]  # the words after the name -> the command to run next
@@ -150,10 +151,9 @@ def build_argv(macros: list[str], quiet: bool = False) -> int:
     """Build the image MACROS (command-line words) describe; trio and the UI load only if a layer is missing."""
     from plash.engine.build import build
     from plash.lang.macros import expand_argv
-    from plash.ui import renderer_factory
 
     lines = expand_argv(macros)
-    return build(open_store(), lines, renderer_factory(quiet))
+    return build(open_store(), lines, _renderer(quiet))
 
 
 def run_executable(path: str, args: list[str]) -> None:
@@ -163,12 +163,11 @@ def run_executable(path: str, args: list[str]) -> None:
     from plash.lang.tokens import unquote_words
     from plash.launch.container import start
     from plash.launch.run import image_spec
-    from plash.ui import renderer_factory
 
     lines = expand_file(path)
     store = open_store()
     # an executable's steps run in its own directory, whatever the caller's cwd
-    image = build(store, lines, renderer_factory(), cwd=os.path.dirname(os.path.abspath(path)))
+    image = build(store, lines, _renderer(), cwd=os.path.dirname(os.path.abspath(path)))
     entry = store.meta(image).get("entrypoint")
     if not entry:
         raise PlashError(f"{path}: no entrypoint", hint="add a line '--entrypoint CMD' or '--entrypoint-script'")
@@ -176,6 +175,17 @@ def run_executable(path: str, args: list[str]) -> None:
     if "trio" in sys.modules:
         run_afresh([str(image), *argv])
     start(image_spec(store, image, argv))
+
+
+def _renderer(quiet: bool = False) -> Callable[[], Emit]:
+    """plash.ui's renderer factory, loaded only when the engine asks for a renderer (a cached build never does)."""
+
+    def make() -> Emit:
+        from plash.ui import renderer_factory
+
+        return renderer_factory(quiet)()
+
+    return make
 
 
 def run_afresh(args: list[str]) -> NoReturn:

@@ -3,7 +3,7 @@
 A hint is a line `### plash hint: NAME=VALUE` (or `### plash hint: NAME`),
 so `plash eval` can print the whole expansion as one script and the build
 planner can read it back. The macros themselves are defined in
-plash.lang.macros and plash.lang.including, which register here; this
+plash.lang.macros, which registers here; this
 module imports neither.
 """
 
