@@ -6,6 +6,7 @@
     rmtree PATH     delete a tree that may hold files of subordinate ids
     unpack DIR      unpack a tarball from stdin into DIR, in the user namespace
     unpack-oci DIR  the same for an OCI layer (whiteouts become overlayfs whiteouts)
+    pack DIR CLAMP  write the layer DIR to stdout as an OCI layer tarball, in the user namespace
 
 With `--errors FD` (after --parent), a failure is written to FD as JSON
 {"message", "hint"} instead of to stderr: the engine reads it as data.
@@ -123,6 +124,14 @@ def main(argv: list[str]) -> int:
             if parent:
                 die_with(parent)
             unpack(sys.stdin.buffer, args[0], oci=op == "unpack-oci")
+        elif op == "pack":
+            from plash.launch import userns
+            from plash.store.packing import pack
+
+            userns.enter(mount_ns=False)  # inside, owners read as the container sees them
+            if parent:
+                die_with(parent)
+            pack(args[0], sys.stdout.fileno(), int(args[1]))
         elif op == "rmtree":
             from plash.store.layout import rmtree
 

@@ -225,6 +225,14 @@ class Store:
         """The file whose flock marks an image in use (see hold)."""
         return os.path.join(image_dir, INUSE)
 
+    def layer_root(self, image: int) -> str:
+        """The dir of an image's own layer (its files; the overlay lower dir it adds)."""
+        return os.path.join(self.image_dir(image), "root")
+
+    def packed_record(self, image: int) -> str:
+        """The file where push remembers the blobs it made of an image's layer (see plash.engine.push)."""
+        return os.path.join(self.image_dir(image), "packed.json")
+
     # -- locking and temp dirs -----------------------------------------
 
     def key_lock(self, key: str) -> str:

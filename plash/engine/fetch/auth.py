@@ -88,10 +88,10 @@ def choose_challenge(headers: list[str], basic: bool) -> Challenge | None:
     return None
 
 
-def token_url(challenge: Challenge, repository: str, where: str) -> str:
-    """Pure: the token service's URL for a Bearer challenge: its realm with service and scope (pull by default)."""
+def token_url(challenge: Challenge, repository: str, where: str, actions: str = "pull") -> str:
+    """Pure: the token service's URL for a Bearer challenge: its realm with service and scope (actions by default)."""
     query = {k: v for k, v in challenge.params.items() if k in ("service", "scope")}
-    query.setdefault("scope", f"repository:{repository}:pull")
+    query.setdefault("scope", f"repository:{repository}:{actions}")
     realm = challenge.params["realm"]
     try:
         return str(httpx.URL(realm, params=query))
@@ -129,8 +129,8 @@ class RegistryAuth(httpx.Auth):  # type: ignore[misc, unused-ignore]  # Any wher
     """
 
     def __init__(self, c: httpx.AsyncClient, base: str, repository: str,
-                 credentials: tuple[str, str] | None = None) -> None:
-        self.c, self.repository = c, repository
+                 credentials: tuple[str, str] | None = None, actions: str = "pull") -> None:
+        self.c, self.repository, self.actions = c, repository, actions
         self.origin = origin(httpx.URL(base))
         self.basic = basic_header(*credentials) if credentials else None
         self.authorization: str | None = None
@@ -168,7 +168,7 @@ class RegistryAuth(httpx.Auth):  # type: ignore[misc, unused-ignore]  # Any wher
         if challenge.scheme == "basic":
             assert self.basic is not None  # chosen only with credentials
             return self.basic
-        url = token_url(challenge, self.repository, where)
+        url = token_url(challenge, self.repository, where, self.actions)
         # the token service is asked with the credentials, if any, and never through this flow
         body = await get_bytes(self.c, url, {"Authorization": self.basic} if self.basic else None,
                                limit=TOKEN_LIMIT, what="the token answer", auth=NO_AUTH)

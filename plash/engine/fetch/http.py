@@ -127,7 +127,7 @@ def size_text(n: int) -> str:
     return f"{n} bytes"
 
 
-def _describe(e: Exception) -> str:
+def describe(e: Exception) -> str:
     if isinstance(e, httpx.TimeoutException):
         return "timed out"
     if isinstance(e, httpx.ConnectError):
@@ -205,12 +205,12 @@ async def _get_document(c: httpx.AsyncClient, url: str, headers: dict[str, str] 
         try:
             doc = await _get_once(c, url, headers, limit, what, auth)
         except httpx.UnsupportedProtocol as e:  # file:, ftp: (a redirect there, say): never tried again
-            raise FetchError(f"{url}: {_describe(e)}") from None
+            raise FetchError(f"{url}: {describe(e)}") from None
         except httpx.TransportError as e:
             if last:
-                raise FetchError(f"{url}: {_describe(e)}") from None
+                raise FetchError(f"{url}: {describe(e)}") from None
         except (httpx.HTTPError, httpx.InvalidURL) as e:  # redirect loops, bad URLs: trying again changes nothing
-            raise FetchError(f"{url}: {_describe(e)}") from None
+            raise FetchError(f"{url}: {describe(e)}") from None
         else:
             if doc.status < 500 or last:
                 return doc
@@ -372,14 +372,14 @@ async def stream(c: httpx.AsyncClient, url: str, sink: Callable[[bytes], Awaitab
             # size the server disagrees with is the size check's business
             return verify.check()
         except httpx.UnsupportedProtocol as e:
-            raise FetchError(f"{url}: {_describe(e)}") from None
+            raise FetchError(f"{url}: {describe(e)}") from None
         except (httpx.TransportError, _Retry) as e:
             attempt += 1
             if attempt >= RETRIES:
-                raise FetchError(f"{url}: {_describe(e)} "
+                raise FetchError(f"{url}: {describe(e)} "
                                  f"(after {RETRIES} attempts)") from None
         except (httpx.HTTPError, httpx.InvalidURL) as e:
-            raise FetchError(f"{url}: {_describe(e)}") from None
+            raise FetchError(f"{url}: {describe(e)}") from None
         await trio.sleep(delay)
         delay *= 3
 

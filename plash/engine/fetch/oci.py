@@ -209,12 +209,13 @@ class Registry:
     401 by itself (auth.RegistryAuth); so one Registry per client.
     """
 
-    def __init__(self, c: httpx.AsyncClient, ref: Ref, credentials: tuple[str, str] | None = None) -> None:
+    def __init__(self, c: httpx.AsyncClient, ref: Ref, credentials: tuple[str, str] | None = None,
+                 actions: str = "pull") -> None:
         self.c, self.ref = c, ref
         host, port = registry_host(ref.registry)
         netloc = ref.registry if ":" not in host else f"[{host}]" + (f":{port}" if port else "")  # a bare v6 address
         self.base = f"{'http' if is_insecure_ok(ref.registry) else 'https'}://{netloc}/v2/{ref.repository}"
-        self.auth = RegistryAuth(c, self.base, ref.repository, credentials)
+        self.auth = RegistryAuth(c, self.base, ref.repository, credentials, actions)
         c.auth = self.auth
 
     def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
