@@ -130,6 +130,7 @@ COMMANDS: dict[str, str | Fast] = {
     "import-lxc": "plash.cli.images:import_lxc",
     "import-url": "plash.cli.images:import_url",
     "import-docker": "plash.cli.images:import_docker",
+    "push": "plash.cli.push:push",
     "login": "plash.cli.registry:login",
     "logout": "plash.cli.registry:logout",
     "export-tar": "plash.cli.store:export_tar",

@@ -71,7 +71,7 @@ def create(image_text: str, argv: list[str]) -> int:
         except OSError:
             if in_namespace(staging.finish):  # the work dir holds files of the namespace's ids
                 raise StoreError("cannot clean up the new layer") from None
-        return staging.publish(image)
+        return staging.publish(image, {"created_by": ["create " + " ".join(argv) if argv else "create (a script)"]})
 
 
 def _run_in_staging(s: Store, image: int, argv: list[str], staging: Staging) -> int:
@@ -108,7 +108,7 @@ def import_tar(path: str) -> int:
             stream = open(path, "rb")  # noqa: SIM115 (read to its end by import_stream, closed with the process)
         except OSError as e:
             raise PlashError(f"cannot open {path}: {e.strerror}") from None
-    return import_stream(s, stream)
+    return import_stream(s, stream, {"created_by": [f"tarball {os.path.abspath(path) if path != '-' else '-'}"]})
 
 
 def import_stream(s: Store, stream: BinaryIO, meta: dict[str, list[str]] | None = None) -> int:

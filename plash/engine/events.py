@@ -8,6 +8,7 @@ import enum
 class Kind(enum.StrEnum):
     """The closed set of event kinds (string-valued, so a renderer may compare with the text)."""
 
+    # a transfer: text "" for a download, "pack" for a layer packed, "upload" for a blob sent
     DOWNLOAD_START = "download-start"  # label: what is downloaded; total: its size if known
     DOWNLOAD_PROGRESS = "download-progress"  # done bytes of total
     DOWNLOAD_DONE = "download-done"  # done: the bytes received, verified

@@ -114,18 +114,22 @@ async def make_chain(store: Store, specs: list[LayerSpec], parent: int, emit: Em
 
 
 class Download:
-    """The download events of one label: start, progress, done."""
+    """The transfer events of one label: start, progress, done; action names a transfer that is not a download.
 
-    def __init__(self, emit: Emit, label: str, total: int | None) -> None:
-        self.emit, self.label, self.count = emit, label, 0
-        emit(Event(Kind.DOWNLOAD_START, label, 0, total))
+    action is "" (a download, verified), "pack" (a layer packed into a blob)
+    or "upload" (a blob sent to a registry); it travels as the events' text.
+    """
+
+    def __init__(self, emit: Emit, label: str, total: int | None, action: str = "") -> None:
+        self.emit, self.label, self.count, self.action = emit, label, 0, action
+        emit(Event(Kind.DOWNLOAD_START, label, 0, total, action))
 
     def __call__(self, done: int, total: int | None) -> None:
         self.count = done
-        self.emit(Event(Kind.DOWNLOAD_PROGRESS, self.label, done, total))
+        self.emit(Event(Kind.DOWNLOAD_PROGRESS, self.label, done, total, self.action))
 
     def done(self) -> None:
-        self.emit(Event(Kind.DOWNLOAD_DONE, self.label, self.count, self.count))
+        self.emit(Event(Kind.DOWNLOAD_DONE, self.label, self.count, self.count, self.action))
 
 
 async def unpack_download(root: str, fetch: Callable[[Sink], Awaitable[None]], what: Callable[[], str],

@@ -66,7 +66,8 @@ async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: in
     has_step = bool(layer.shell.strip())  # a layer of hints only needs no container
     what = f"layer {n}/{total} ({layer.where})"
     spec = LayerSpec(layer.key, step_producer(store, parent, layer, f"layer {n}/{total}", what, emit, cwd)
-                     if has_step else None, what, meta=layer.meta, container=has_step)
+                     if has_step else None, what, meta={**layer.meta, "created_by": [made_by(layer)]},
+                     container=has_step)
     image = await make_layer(store, spec, parent, emit, holds)
     testhook.pause("layer-made", str(image))
     return image
@@ -92,3 +93,8 @@ def step_producer(store: Store, parent: int, layer: Layer, label: str, what: str
             raise PlashError("cannot clean up the new layer")
 
     return produce
+
+
+def made_by(layer: Layer) -> str:
+    """What made a layer, for its history: its build text, without plash's hint lines."""
+    return layer.shell.strip() or "\n".join(line for line in layer.text.splitlines() if line.strip())

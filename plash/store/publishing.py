@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 # Keys of an image's meta whose values accumulate from parent to child; the
 # others are replaced by the child's value.
 ACCUMULATING = frozenset(("env", "env_prefix", "mount", "oci_env"))
+# meta of the image's own layer, never inherited: when it was made, and what made it (the layer's
+# build text, or the import's source), which `plash push` writes into the image's history
+OWN = frozenset(("created", "created_by"))
 
 # The deepest chain of layers an image may have (image 0 not counted): the
 # overlay mount takes all of them as lower dirs in one page of options, and
@@ -41,7 +44,7 @@ def encode_meta(meta: dict[str, list[str]]) -> str:
 
 def merge_meta(parent: dict[str, list[str]], own: dict[str, list[str]]) -> dict[str, list[str]]:
     """An image's effective meta: its parent's, with its own accumulated or replacing."""
-    merged = {k: list(v) for k, v in parent.items() if k != "created"}
+    merged = {k: list(v) for k, v in parent.items() if k not in OWN}
     for k, v in own.items():
         if k in ACCUMULATING:
             merged[k] = merged.get(k, []) + [x for x in v if x not in merged.get(k, [])]

@@ -12,6 +12,11 @@ if TYPE_CHECKING:
     from plash.engine.events import Emit
 
 
+# how a transfer is told: (going on, done, what the end says), by the events' text
+VERBS = {"": ("downloading", "downloaded", ", verified"), "pack": ("packing", "packed", ""),
+         "upload": ("uploading", "uploaded", "")}
+
+
 class Plain:
     """One line per start and end: for logs and CI."""
 
@@ -22,10 +27,11 @@ class Plain:
         if e.kind == "download-start":
             self.started[e.label] = time.monotonic()
             size = f" ({e.total / 1e6:.1f} MB)" if e.total else ""
-            sys.stderr.write(f"plash: downloading {e.label}{size}\n")
+            sys.stderr.write(f"plash: {VERBS.get(e.text, VERBS[''])[0]} {e.label}{size}\n")
         elif e.kind == "download-done":
             secs = time.monotonic() - self.started.pop(e.label, time.monotonic())
-            sys.stderr.write(f"plash: downloaded {e.label} ({e.done / 1e6:.1f} MB in {secs:.1f}s, verified)\n")
+            _, done, end = VERBS.get(e.text, VERBS[""])
+            sys.stderr.write(f"plash: {done} {e.label} ({e.done / 1e6:.1f} MB in {secs:.1f}s{end})\n")
         elif e.kind == "note":
             sys.stderr.write(f"plash: {e.label}\n")
         sys.stderr.flush()
@@ -48,7 +54,8 @@ class Rich:
 
     def __call__(self, e: Event) -> None:
         if e.kind == "download-start":
-            self.tasks[e.label] = self.progress.add_task(_short(e.label), total=e.total)
+            verb = f"{e.text} " if e.text else ""
+            self.tasks[e.label] = self.progress.add_task(verb + _short(e.label), total=e.total)
         elif e.kind == "download-progress" and e.label in self.tasks:
             self.progress.update(self.tasks[e.label], completed=e.done, total=e.total)
         elif e.kind == "download-done" and e.label in self.tasks:

@@ -43,7 +43,8 @@ async def import_source(store: Store, source: Source, key: str, emit: Emit, reus
         produce = debootstrap.producer(first, rest, emit)
     else:
         raise PlashError(f"cannot import from {source.kind}")  # an image of the store: nothing to import
-    return await make_layer(store, LayerSpec(key, produce, what, kind="import"), 0, emit, reuse=reuse)
+    meta = {"created_by": [" ".join((source.kind, *source.args))]}
+    return await make_layer(store, LayerSpec(key, produce, what, meta=meta, kind="import"), 0, emit, reuse=reuse)
 
 
 async def _docker(store: Store, ref: str, key: str, what: str, emit: Emit, reuse: bool) -> int:

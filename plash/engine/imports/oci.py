@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import trio
 
-from plash.engine.fetch import http, oci
+from plash.engine.fetch import credentials, http, oci
 from plash.engine.fetch.http import JSONObject
 from plash.engine.fetch.oci import Descriptor
 from plash.engine.imports.blobs import FileBlobs, RegistryBlobs, read_blob
@@ -77,7 +77,7 @@ def config_meta(config: object, where: str = "the image config") -> dict[str, li
 async def import_registry(store: Store, ref_text: str, emit: Emit) -> int:
     ref = oci.parse_ref(ref_text)
     async with http.client() as c:
-        reg = oci.Registry(c, ref)
+        reg = oci.Registry(c, ref, credentials.credentials_for(ref.registry, ref.repository))
         manifest, _ = await reg.manifest()
         return await import_manifest(store, RegistryBlobs(c, reg), manifest, str(ref), emit)
 
@@ -116,10 +116,12 @@ async def import_layers(store: Store, blobs: RegistryBlobs | FileBlobs, layers: 
             raise FetchError(f"{name}: unsupported layer type {layer.media_type[:100] or 'none'}")
     meta = config_meta(config, where)
     keys = layer_keys(layers)
-    specs = [LayerSpec(key, _layer_producer(blobs, layer, emit), f"layer {key[:12]} of {name}", kind="oci")
-             for key, layer in zip(keys, layers, strict=True)]
+    specs = [LayerSpec(key, _layer_producer(blobs, layer, emit), f"layer {key[:12]} of {name}",
+                       meta={"created_by": [f"docker {name} layer {i}/{len(layers)} {layer.digest}"]}, kind="oci")
+             for i, (key, layer) in enumerate(zip(keys, layers, strict=True), 1)]
     top = key_digest("oci-config", keys[-1] if keys else "", config_desc.digest)
-    specs.append(LayerSpec(top, None, f"layer {top[:12]} of {name}", meta=meta, kind="oci-config"))
+    specs.append(LayerSpec(top, None, f"layer {top[:12]} of {name}",
+                           meta={**meta, "created_by": [f"docker {name} config {config_desc.digest}"]}, kind="oci-config"))
     return await make_chain(store, specs, 0, emit)
 
 

@@ -16,6 +16,7 @@ import trio
 
 from plash.engine.events import note
 from plash.engine.fetch import http, oci
+from plash.engine.fetch.credentials import credentials_for
 from plash.engine.push import image as docs
 from plash.engine.push.targets import Archive, Layout, Registry, Target
 from plash.engine.scheduler import first_error, run
@@ -29,7 +30,12 @@ COMPRESSIONS = ("gzip", "zstd")
 
 
 def _created_by(meta: dict[str, list[str]]) -> str:
-    return meta.get("created_by", ["plash layer"])[-1]
+    """What made a layer, for its history entry: a local tarball by its file name, not where it was."""
+    text = meta.get("created_by", ["plash layer"])[-1]
+    kind, _, path = text.partition(" ")
+    if kind == "tarball" and path.startswith("/"):
+        return f"tarball {os.path.basename(path)}"
+    return text
 
 
 def _is_empty(store: Store, image: int) -> bool:
@@ -46,18 +52,9 @@ async def push_image(store: Store, image: int, target_text: str, compression: st
     if target_text.startswith("docker-archive:"):
         return await _push_to(store, image, Archive(store, target_text[len("docker-archive:"):], created, emit), emit)
     ref = oci.parse_ref(target_text)
-    credentials = _credentials(ref.registry)
+    credentials = credentials_for(ref.registry, ref.repository)
     async with http.client() as c:
         return await _push_to(store, image, Registry(store, c, ref, credentials, compression, created, emit), emit)
-
-
-def _credentials(registry: str) -> tuple[str, str] | None:
-    try:
-        from plash.engine.fetch.credentials import credentials_for
-    except ImportError:  # not there yet
-        return None
-    found: tuple[str, str] | None = credentials_for(registry)
-    return found
 
 
 async def _push_to(store: Store, image: int, target: Target, emit: Emit) -> str:
@@ -65,6 +62,7 @@ async def _push_to(store: Store, image: int, target: Target, emit: Emit) -> str:
     try:
         chain = store.chain(image)[1:]
         infos = [docs.LayerInfo(None, _created_by(store.meta(i)), store.key_of(i)) for i in chain]
+        await target.open()
         try:
             async with trio.open_nursery() as nursery:
                 for n, (layer, info) in enumerate(zip(chain, infos, strict=True)):
@@ -75,6 +73,7 @@ async def _push_to(store: Store, image: int, target: Target, emit: Emit) -> str:
         config = docs.image_config(infos, store.meta(image), target.clamp)
         manifest = docs.manifest(config, infos)
         await target.finish(config, manifest)
+        await trio.to_thread.run_sync(target.remember)
         digest = docs.digest_of(manifest)
         emit(note(f"pushed image {image} as {digest}"))
         return digest

@@ -150,7 +150,7 @@ async def pack_layer(store: Store, image: int, compression: str, clamp: int, des
         with contextlib.suppress(OSError):
             fcntl.fcntl(r, F_SETPIPE_SZ, CHUNK)
         part = os.path.join(dest_dir, f".part-{os.getpid()}-{os.urandom(6).hex()}")
-        progress = Download(emit, label, None)
+        progress = Download(emit, label, None, "pack")
         result: list[Packed] = []
         failed: list[BaseException] = []
         try:

@@ -66,8 +66,9 @@ def image_config(layers: list[LayerInfo], meta: dict[str, list[str]], created: i
     when = rfc3339(created)
     history: list[dict[str, object]] = []
     for layer in layers:
-        entry: dict[str, object] = {"created": when, "created_by": layer.created_by,
-                                    "comment": f"plash layer {layer.key}"}
+        entry: dict[str, object] = {"created": when, "created_by": layer.created_by}
+        if not layer.key.startswith(("random-", "image-")):  # a content key: what the layer cache knows it by
+            entry["comment"] = f"plash layer {layer.key}"
         if layer.blob is None:
             entry["empty_layer"] = True
         history.append(entry)

@@ -16,6 +16,7 @@ import httpx
 import trio
 
 from plash.engine.fetch import oci
+from plash.engine.layers import Download
 from plash.engine.push import upload
 from plash.engine.push.blobs import Packed, pack_layer, remember, remembered
 from plash.engine.push.image import CONFIG_TYPE, MANIFEST_TYPE, REF_NAME, digest_of
@@ -36,6 +37,7 @@ class Target:
     def __init__(self, store: Store, compression: str, clamp: int, emit: Emit) -> None:
         self.store, self.clamp, self.emit = store, clamp, emit
         self.compression = self.compression if self.compression == "none" else compression
+        self.made: dict[int, Packed] = {}  # remembered once the push has succeeded: a failed one changes no store
 
     def known(self, image: int) -> Packed | None:
         return remembered(self.store, image, self.compression, self.clamp)
@@ -45,8 +47,16 @@ class Target:
         known = self.known(image)
         if known is not None:
             packed.pushed = known.pushed
-        remember(self.store, image, self.compression, self.clamp, packed)
+        self.made[image] = packed
         return packed
+
+    def remember(self) -> None:
+        """Keep what the layers gave, next to them (see blobs.remembered)."""
+        for image, packed in self.made.items():
+            remember(self.store, image, self.compression, self.clamp, packed)
+
+    async def open(self) -> None:
+        """Check the target before any layer is packed (a registry that is not there fails at once)."""
 
     async def layer(self, image: int, label: str) -> Packed:
         raise NotImplementedError
@@ -170,6 +180,10 @@ class Registry(Target):
         self.reg = oci.Registry(c, ref, credentials, actions="pull,push")
         self.tmp: str | None = None
 
+    async def open(self) -> None:
+        await upload.request(self.c, "GET", self.reg.base.rsplit("/v2/", 1)[0] + "/v2/", (200,),
+                             what="reaching the registry:")
+
     async def layer(self, image: int, label: str) -> Packed:
         here = (self.ref.registry, self.ref.repository)
         known = self.known(image)
@@ -189,8 +203,9 @@ class Registry(Target):
         try:
             if not await upload.has_blob(self.c, self.reg.base, packed.digest):
                 assert packed.path is not None
-                await upload.upload_blob(self.c, self.reg.base, packed.path, packed.digest, packed.size,
-                                         lambda done, total: None)
+                progress = Download(self.emit, label, packed.size, "upload")
+                await upload.upload_blob(self.c, self.reg.base, packed.path, packed.digest, packed.size, progress)
+                progress.done()
             self._pushed(image, packed, here)
         finally:
             if packed.path:
@@ -200,7 +215,7 @@ class Registry(Target):
     def _pushed(self, image: int, packed: Packed, where: tuple[str, str]) -> None:
         if where not in packed.pushed:
             packed.pushed.append(where)
-            remember(self.store, image, self.compression, self.clamp, packed)
+            self.made[image] = packed
 
     async def finish(self, config: bytes, manifest: bytes) -> None:
         await upload.put_bytes_blob(self.c, self.reg.base, config, digest_of(config))
