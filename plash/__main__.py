@@ -65,7 +65,11 @@ def run_command(args: list[str]) -> None:
 def build_command(args: list[str]) -> None:
     """Build an image from MACROS and print its id (plash --help-macros lists them).
 
-    Cached layers are reused silently; --quiet first hides build progress.
+    Cached layers are reused silently. Options come first: --quiet hides
+    build progress; --cache-from REPO looks for missing layers in a layer
+    cache (an OCI registry repository) before building them, --cache-to
+    REPO pushes the layers built there (both repeatable; PLASH_CACHE_FROM
+    and PLASH_CACHE_TO by default).
     Example: plash build --from-debootstrap bookworm --apt cowsay
 
     Build steps share the host's home (/home, /root), as in the original
@@ -77,8 +81,7 @@ def build_command(args: list[str]) -> None:
 
     creates /home/carol on the host.
     """
-    quiet = args[:1] == ["--quiet"]
-    image = build_argv(args[1:] if quiet else args, quiet)
+    image = build_argv(args)
     sys.stdout.write(f"{image}\n")
 
 
@@ -86,6 +89,7 @@ def b_command(args: list[str]) -> list[str]:
     """Build MACROS, then run `plash PLASHCMD <id> ARGS...` (ARGS after --).
 
     `plash -X ...` (any first argument that is an option) means `plash b run -X ...`.
+    The options of build (--quiet, --cache-from, --cache-to) come right after PLASHCMD.
     """
     if not args:
         raise UsageError("missing PLASHCMD", "plash b PLASHCMD MACROS... [-- ARGS...]")
@@ -150,13 +154,15 @@ COMMANDS: dict[str, str | Fast] = {
 }
 
 
-def build_argv(macros: list[str], quiet: bool = False) -> int:
-    """Build the image MACROS (command-line words) describe; trio and the UI load only if a layer is missing."""
+def build_argv(words: list[str]) -> int:
+    """Build the image OPTIONS MACROS (command-line words) describe; trio and the UI load only if a layer is missing."""
+    from plash.config import split_build_options
     from plash.engine.build import build
     from plash.lang.macros import expand_argv
 
+    options, macros = split_build_options(words)
     lines = expand_argv(macros)
-    return build(open_store(), lines, _renderer(quiet))
+    return build(open_store(), lines, _renderer(options.quiet), options=options)
 
 
 def run_executable(path: str, args: list[str]) -> None:

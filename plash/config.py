@@ -72,3 +72,49 @@ def limits(steps: int = 2) -> dict[str, int]:
     text = os.environ.get("PLASH_DOWNLOADS", "").strip()
     downloads = int(text) if text.isdigit() and int(text) > 0 else 4
     return {"import": 4, "step": max(1, steps), "download": downloads}
+
+
+class BuildOptions:
+    """The options of build, b and the -X form, given before the macros (`plash build --quiet --cache-from R ...`).
+
+    cache_from/cache_to: layer cache repositories (plash.engine.cache); from
+    the command line, else from PLASH_CACHE_FROM / PLASH_CACHE_TO (several
+    separated by commas or spaces).
+    """
+
+    __slots__ = ("cache_from", "cache_to", "quiet")
+
+    def __init__(self, quiet: bool = False, cache_from: list[str] | None = None,
+                 cache_to: list[str] | None = None) -> None:
+        self.quiet = quiet
+        self.cache_from = cache_from if cache_from is not None else _env_list("PLASH_CACHE_FROM")
+        self.cache_to = cache_to if cache_to is not None else _env_list("PLASH_CACHE_TO")
+
+
+def _env_list(name: str) -> list[str]:
+    return os.environ.get(name, "").replace(",", " ").split()
+
+
+def split_build_options(args: list[str]) -> tuple[BuildOptions, list[str]]:
+    """The leading options of a build's words, and the macros after them; PlashError for an option without value."""
+    quiet, sources, targets = False, list[str](), list[str]()
+    lists = {"--cache-from": sources, "--cache-to": targets}
+    while args:
+        word = args[0]
+        name, eq, value = word.partition("=")
+        if word == "--quiet":
+            quiet, args = True, args[1:]
+        elif name in lists and eq:
+            lists[name].append(value)
+            args = args[1:]
+        elif word in lists:
+            if len(args) < 2 or not args[1] or args[1].startswith("-"):
+                from plash.errors import UsageError
+
+                raise UsageError(f"{word} needs a repository", f"{word} REGISTRY/NAME")
+            lists[word].append(args[1])
+            args = args[2:]
+        else:
+            break
+    return BuildOptions(quiet, sources or None, targets or None), args
+

@@ -17,8 +17,13 @@ from plash.ui import renderer_factory
               help="build steps run at once")
 @click.option("--keep-going", is_flag=True, help="build all that can be built when one file fails")
 @click.option("--quiet", is_flag=True, help="no progress on stderr")
+@click.option("--cache-from", "cache_from", multiple=True, metavar="REPO",
+              help="a layer cache to look in before building (repeatable; default PLASH_CACHE_FROM)")
+@click.option("--cache-to", "cache_to", multiple=True, metavar="REPO",
+              help="a layer cache to push the layers built to (repeatable; default PLASH_CACHE_TO)")
 @click.argument("files", nargs=-1, required=True)
-def warm(parallel: int, keep_going: bool, quiet: bool, files: tuple[str, ...]) -> None:
+def warm(parallel: int, keep_going: bool, quiet: bool, cache_from: tuple[str, ...], cache_to: tuple[str, ...],
+         files: tuple[str, ...]) -> None:
     """Build many build files or plash executables at once, as one DAG; print `<id> <file>` for each.
 
     Layers they share are built or downloaded once. For CI warm-up.
@@ -26,7 +31,10 @@ def warm(parallel: int, keep_going: bool, quiet: bool, files: tuple[str, ...]) -
     from plash.engine.warm import warm as warm_files
 
     failed = 0
-    for f, result in warm_files(actions.store(), list(files), parallel, keep_going, renderer_factory(quiet)):
+    from plash.config import BuildOptions
+
+    options = BuildOptions(quiet, list(cache_from) or None, list(cache_to) or None)
+    for f, result in warm_files(actions.store(), list(files), parallel, keep_going, renderer_factory(quiet), options):
         if isinstance(result, int):
             out(f"{result} {f}")
         else:

@@ -13,18 +13,20 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from plash.config import BuildOptions
     from plash.engine.events import Emit
     from plash.lang.tokens import Where
     from plash.store.layout import Store
 
 
 def build(store: Store, lines: list[tuple[str, Where]], make_emit: Callable[[], Emit] | None = None,
-          cwd: str | None = None) -> int:
+          cwd: str | None = None, options: BuildOptions | None = None) -> int:
     """Build and return the final image id; all cached: no trio, nothing printed.
 
     make_emit gives the sink for engine events (plash/ui renders them); it is
     called only when something has to be built. Steps run in cwd (default:
-    this process's) when the image has it.
+    this process's) when the image has it. options: the layer caches
+    (default: PLASH_CACHE_FROM / PLASH_CACHE_TO).
     """
     prepared = prepare(store, lines, cwd)
     if prepared.complete:
@@ -36,10 +38,19 @@ def build(store: Store, lines: list[tuple[str, Where]], make_emit: Callable[[], 
     from plash.engine.scheduler import run, run_dag
     from plash.engine.steps import build_jobs
 
+    options = options or config.BuildOptions()
     emit = make_emit() if make_emit else (lambda e: None)
     holds = Holds(store)
     try:
-        results = run(run_dag, build_jobs(store, prepared, emit, holds), config.limits(), emit=emit)
+        jobs = build_jobs(store, prepared, emit, holds)
+        if options.cache_from or options.cache_to:
+            from plash.engine.cache import Cache, cached_jobs, run_cached
+
+            cache = Cache(options.cache_from, options.cache_to)
+            jobs = cached_jobs(store, [prepared], jobs, cache, emit)
+            results = run(run_cached, store, jobs, config.limits(), False, cache, emit, emit=emit)
+        else:
+            results = run(run_dag, jobs, config.limits(), emit=emit)
     finally:
         holds.close()
     image: int = results[prepared.final_key]

@@ -19,8 +19,8 @@ if TYPE_CHECKING:
 
 
 def warm(store: Store, files: list[str], parallel: int, keep_going: bool,
-         make_emit: Callable[[], Emit]) -> list[tuple[str, int | PlashError]]:
-    """Build every file; return (file, image id or the error) in the order given."""
+         make_emit: Callable[[], Emit], options: config.BuildOptions | None = None) -> list[tuple[str, int | PlashError]]:
+    """Build every file; return (file, image id or the error) in the order given. options: the layer caches."""
     from plash.lang.macros import expand_file
 
     plans: dict[str, Prepared | PlashError] = {}
@@ -45,8 +45,16 @@ def warm(store: Store, files: list[str], parallel: int, keep_going: bool,
         for p in todo:
             for key, job in build_jobs(store, p, emit, holds).items():
                 dag.setdefault(key, job)  # the same key is the same work: keep one job
+        options = options or config.BuildOptions()
         try:
-            results = run(run_dag, dag, config.limits(parallel), keep_going, emit=emit)
+            if options.cache_from or options.cache_to:
+                from plash.engine.cache import Cache, cached_jobs, run_cached
+
+                cache = Cache(options.cache_from, options.cache_to)
+                dag = cached_jobs(store, todo, dag, cache, emit)
+                results = run(run_cached, store, dag, config.limits(parallel), keep_going, cache, emit, emit=emit)
+            else:
+                results = run(run_dag, dag, config.limits(parallel), keep_going, emit=emit)
         finally:
             holds.close()
     out: list[tuple[str, int | PlashError]] = []

@@ -133,7 +133,7 @@ def main(argv: list[str]) -> int:
                 die_with(parent)
             pack(args[0], sys.stdout.fileno(), int(args[1]))
         elif op == "rmtree":
-            from plash.store.layout import rmtree
+            from plash.store.rmtree import rmtree
 
             _with_namespace_fallback(lambda: rmtree(args[0]))
         else:

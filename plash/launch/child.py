@@ -73,7 +73,7 @@ def wait_exit(pid: int) -> int:
 
 def rmtree_anywhere(path: str) -> None:
     """Delete a tree that may hold files owned by subordinate ids."""
-    from plash.store.layout import rmtree
+    from plash.store.rmtree import rmtree
 
     try:
         rmtree(path)

@@ -30,28 +30,10 @@ import stat
 
 from plash.errors import NoImage, PlashError, StoreError
 
-TYPE_CHECKING = False  # typing is not imported at run time: this is on plash run's path
-if TYPE_CHECKING:
-    from plash.store.owners import owner_alive as owner_alive
-    from plash.store.rmtree import rmtree as rmtree
-
 _MAP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.@+-")
 
 # The file in each image dir whose shared flock marks the image in use.
 INUSE = "inuse"
-
-
-def __getattr__(name: str) -> object:
-    """rmtree and owner_alive, importable from here as they always were, loaded only when asked for."""
-    if name == "rmtree":
-        from plash.store.rmtree import rmtree
-
-        return rmtree
-    if name == "owner_alive":
-        from plash.store.owners import owner_alive
-
-        return owner_alive
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_image_id(text: str) -> int:

@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 from plash.errors import NoImage, UnpackError
 from plash.launch.container import ContainerSpec, container_env, split_assignments
 from plash.launch.mounts import overlay_options, plan, resolve_in_root
-from plash.store.layout import Store, owner_alive, parse_image_id
+from plash.store.layout import Store, parse_image_id
+from plash.store.owners import owner_alive
 from plash.store.staging import Staging
 from plash.store.unpack import member_parts
 

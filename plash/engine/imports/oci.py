@@ -116,7 +116,7 @@ async def import_layers(store: Store, blobs: RegistryBlobs | FileBlobs, layers: 
             raise FetchError(f"{name}: unsupported layer type {layer.media_type[:100] or 'none'}")
     meta = config_meta(config, where)
     keys = layer_keys(layers)
-    specs = [LayerSpec(key, _layer_producer(blobs, layer, emit), f"layer {key[:12]} of {name}",
+    specs = [LayerSpec(key, layer_producer(blobs, layer, emit), f"layer {key[:12]} of {name}",
                        meta={"created_by": [f"docker {name} layer {i}/{len(layers)} {layer.digest}"]}, kind="oci")
              for i, (key, layer) in enumerate(zip(keys, layers, strict=True), 1)]
     top = key_digest("oci-config", keys[-1] if keys else "", config_desc.digest)
@@ -125,7 +125,7 @@ async def import_layers(store: Store, blobs: RegistryBlobs | FileBlobs, layers: 
     return await make_chain(store, specs, 0, emit)
 
 
-def _layer_producer(blobs: RegistryBlobs | FileBlobs, layer: Descriptor, emit: Emit) -> Produce:
+def layer_producer(blobs: RegistryBlobs | FileBlobs, layer: Descriptor, emit: Emit) -> Produce:
     """Stream one layer blob into an OCI unpacker, checking its digest and size on the way."""
     label = blobs.label(layer)
 

@@ -45,23 +45,29 @@ def _is_empty(store: Store, image: int) -> bool:
         return False  # unreadable here: the packer will say
 
 
-async def push_image(store: Store, image: int, target_text: str, compression: str, created: int, emit: Emit) -> str:
-    """Push image to target_text; return the manifest's digest."""
+async def push_image(store: Store, image: int, target_text: str, compression: str, created: int, emit: Emit,
+                     cache_key: str | None = None) -> str:
+    """Push image to target_text; return the manifest's digest. cache_key: a layer cache entry (see image.manifest)."""
     if target_text.startswith("oci:"):
-        return await _push_to(store, image, Layout(store, target_text[len("oci:"):], compression, created, emit), emit)
+        target: Target = Layout(store, target_text[len("oci:"):], compression, created, emit)
+        return await _push_to(store, image, target, emit, cache_key)
     if target_text.startswith("docker-archive:"):
-        return await _push_to(store, image, Archive(store, target_text[len("docker-archive:"):], created, emit), emit)
+        target = Archive(store, target_text[len("docker-archive:"):], created, emit)
+        return await _push_to(store, image, target, emit, cache_key)
     ref = oci.parse_ref(target_text)
     credentials = credentials_for(ref.registry, ref.repository)
     async with http.client() as c:
-        return await _push_to(store, image, Registry(store, c, ref, credentials, compression, created, emit), emit)
+        target = Registry(store, c, ref, credentials, compression, created, emit)
+        return await _push_to(store, image, target, emit, cache_key)
 
 
-async def _push_to(store: Store, image: int, target: Target, emit: Emit) -> str:
+async def _push_to(store: Store, image: int, target: Target, emit: Emit, cache_key: str | None) -> str:
     hold = store.hold(image)  # no rm while its layers are read
     try:
         chain = store.chain(image)[1:]
-        infos = [docs.LayerInfo(None, _created_by(store.meta(i)), store.key_of(i)) for i in chain]
+        metas = [store.meta(i) for i in chain]
+        infos = [docs.LayerInfo(None, _created_by(m), store.key_of(i), {k: m[k] for k in docs.CACHE_META if k in m})
+                 for i, m in zip(chain, metas, strict=True)]
         await target.open()
         try:
             async with trio.open_nursery() as nursery:
@@ -71,11 +77,12 @@ async def _push_to(store: Store, image: int, target: Target, emit: Emit) -> str:
         except BaseExceptionGroup as group:
             raise first_error(group) from None
         config = docs.image_config(infos, store.meta(image), target.clamp)
-        manifest = docs.manifest(config, infos)
+        manifest = docs.manifest(config, infos, cache_key)
         await target.finish(config, manifest)
         await trio.to_thread.run_sync(target.remember)
         digest = docs.digest_of(manifest)
-        emit(note(f"pushed image {image} as {digest}"))
+        if cache_key is None:
+            emit(note(f"pushed image {image} as {digest}"))
         return digest
     finally:
         target.close()

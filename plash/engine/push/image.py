@@ -20,6 +20,10 @@ MANIFEST_TYPE = "application/vnd.oci.image.manifest.v1+json"
 CONFIG_TYPE = "application/vnd.oci.image.config.v1+json"
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REF_NAME = "org.opencontainers.image.ref.name"
+CACHE_ANNOTATION = "dev.plash.cache"
+# what a cache entry carries of each layer's meta: what made it and an OCI image's settings; a hit
+# takes nothing else from the cache (no mounts, no env names: those come from the build itself)
+CACHE_META = ("created_by", "oci_env", "oci_workdir", "oci_cmd")
 
 
 @dataclass
@@ -29,6 +33,7 @@ class LayerInfo:
     blob: Packed | None
     created_by: str
     key: str
+    oci_meta: dict[str, list[str]] | None = None  # the layer's OCI settings (for a cache entry)
 
 
 def canonical(doc: object) -> bytes:
@@ -84,13 +89,23 @@ def descriptor(media_type: str, digest: str, size: int) -> dict[str, object]:
     return {"mediaType": media_type, "digest": digest, "size": size}
 
 
-def manifest(config: bytes, layers: list[LayerInfo]) -> bytes:
-    """Pure: the image manifest of a config and the layers' blobs."""
-    return canonical({
+def manifest(config: bytes, layers: list[LayerInfo], cache_key: str | None = None) -> bytes:
+    """Pure: the image manifest of a config and the layers' blobs.
+
+    A layer cache entry (cache_key: the key it is tagged with) also lists
+    every plash layer's key and the OCI settings it carries (annotation
+    CACHE_ANNOTATION), so that a hit can be published under the same keys.
+    """
+    doc: dict[str, object] = {
         "schemaVersion": 2, "mediaType": MANIFEST_TYPE,
         "config": descriptor(CONFIG_TYPE, digest_of(config), len(config)),
         "layers": [descriptor(x.blob.media_type, x.blob.digest, x.blob.size) for x in layers if x.blob is not None],
-    })
+    }
+    if cache_key is not None:
+        listing = {"key": cache_key, "layers": [
+            {"key": x.key, "empty": x.blob is None, "meta": x.oci_meta} for x in layers]}
+        doc["annotations"] = {CACHE_ANNOTATION: canonical(listing).decode()}
+    return canonical(doc)
 
 
 def digest_of(data: bytes) -> str:
