@@ -185,12 +185,13 @@ def add_lxc_image(server: Server, distro: str, release: str, arch: str, rootfs: 
 
 
 class Registry:
-    """Debian's docker-registry on 127.0.0.1 with a fresh storage dir."""
+    """Debian's docker-registry on 127.0.0.1 with a fresh storage dir; with htpasswd ({user: password}), only for them."""
 
-    def __init__(self, workdir: str) -> None:
+    def __init__(self, workdir: str, htpasswd: dict[str, str] | None = None) -> None:
         import shutil
         import socket
         import subprocess
+        import urllib.error
         import urllib.request
 
         binary = shutil.which("docker-registry") or shutil.which("registry")
@@ -203,6 +204,12 @@ class Registry:
         with open(config, "w") as f:
             f.write(f"version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {workdir}/data\n"
                     f"  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{self.port}\n")
+            if htpasswd:
+                f.write(f"auth:\n  htpasswd:\n    realm: plash-tests\n    path: {workdir}/htpasswd\n")
+        if htpasswd:
+            with open(f"{workdir}/htpasswd", "w") as f:
+                f.writelines(f"{user}:{bcrypt(password)}\n" for user, password in htpasswd.items())
+        self.creds = next(iter(htpasswd.items())) if htpasswd else None
         self.proc = subprocess.Popen([binary, "serve", config], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 20
         while True:
@@ -210,6 +217,8 @@ class Registry:
                 urllib.request.urlopen(f"http://127.0.0.1:{self.port}/v2/", timeout=1)
                 break
             except OSError as e:
+                if isinstance(e, urllib.error.HTTPError) and e.code == 401 and htpasswd:  # up, asking for credentials
+                    break
                 if time.time() > deadline or self.proc.poll() is not None:
                     self.close()
                     raise RuntimeError("docker-registry did not start") from e
@@ -223,6 +232,8 @@ class Registry:
         import subprocess
 
         cmd = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false"]
+        if self.creds:
+            cmd.append("--dest-creds={}:{}".format(*self.creds))
         if all_platforms:
             cmd.append("--all")
         cmd += [f"oci:{layout}:{tag}", f"docker://{self.host}/{name}"]
@@ -231,3 +242,14 @@ class Registry:
     def close(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
+
+
+def bcrypt(password: str) -> str:
+    """A bcrypt hash of password for an htpasswd file (docker-registry takes no other kind)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # crypt leaves the standard library in 3.13
+        import crypt
+
+        return crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))
