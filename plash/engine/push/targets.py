@@ -20,6 +20,7 @@ from plash.engine.layers import Download
 from plash.engine.push import upload
 from plash.engine.push.blobs import Packed, pack_layer, remember, remembered
 from plash.engine.push.image import CONFIG_TYPE, MANIFEST_TYPE, REF_NAME, digest_of
+from plash.engine.scheduler import limit
 from plash.errors import PlashError
 from plash.store.packing import REG, header
 
@@ -203,9 +204,11 @@ class Registry(Target):
         try:
             if not await upload.has_blob(self.c, self.reg.base, packed.digest):
                 assert packed.path is not None
-                progress = Download(self.emit, label, packed.size, "upload")
-                await upload.upload_blob(self.c, self.reg.base, packed.path, packed.digest, packed.size, progress)
-                progress.done()
+                async with limit("download"):  # uploads share the run's transfer slots with downloads
+                    progress = Download(self.emit, label, packed.size, "upload")
+                    await upload.upload_blob(self.c, self.reg.base, packed.path, packed.digest, packed.size,
+                                             progress)
+                    progress.done()
             self._pushed(image, packed, here)
         finally:
             if packed.path:
