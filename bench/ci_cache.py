@@ -32,18 +32,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from fetch import debian_tar
 from oci_images import Layout
 from servers import Registry
 
 N_EXES = 8
-
-
-def debian_tar(path: str | None, work: str) -> bytes:
-    if path:
-        return Path(path).read_bytes()
-    out = os.path.join(work, "debian.tar")
-    subprocess.run(["mmdebstrap", "--quiet", "--variant=minbase", "bookworm", out], check=True)
-    return Path(out).read_bytes()
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> float:

@@ -65,6 +65,7 @@ class Layout:
                 data, media = tar, "application/vnd.oci.image.layer.v1.tar"
             descs.append({"mediaType": media, "digest": self.blob(data), "size": len(data)})
         config = {"architecture": arch, "os": "linux", "rootfs": {"type": "layers", "diff_ids": diff_ids},
+                  "history": [{"created_by": f"layer {i + 1}"} for i in range(len(layers))],  # as real images have
                   "config": {"Env": env or ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
                              "Cmd": cmd or ["/bin/sh"], "WorkingDir": workdir}}
         raw_config = json.dumps(config).encode()

@@ -2,7 +2,7 @@
 
 A launcher child writes the layer's tarball (plash.store.packing) into a
 pipe; a thread here hashes it (the diff_id), compresses it (gzip without
-a timestamp, or zstd), hashes that (the digest) and writes it to a file.
+a timestamp, on every core: deflate.py; or zstd), hashes that (the digest) and writes it to a file.
 Packing and compressing overlap, and layers are packed side by side under
 the run's download/upload limit.
 
@@ -18,13 +18,13 @@ import contextlib
 import fcntl
 import json
 import os
-import zlib
 from dataclasses import dataclass, field
 
 import trio
 
 from plash.engine.children import launcher, run_child
 from plash.engine.layers import Download
+from plash.engine.push.deflate import ParallelGzip
 from plash.engine.scheduler import first_error, limit
 from plash.lang.hashpath import sha256
 
@@ -102,7 +102,7 @@ def remember(store: Store, image: int, compression: str, clamp: int, packed: Pac
 def _compressor(compression: str) -> tuple[object, object] | None:
     """(compress, flush) of a streaming compressor, or None for a plain tarball."""
     if compression == "gzip":
-        z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # gzip header: no name, mtime 0
+        z = ParallelGzip(GZIP_LEVEL)  # on every core; the same bytes whatever their number
         return z.compress, z.flush
     if compression == "zstd":
         import zstandard
