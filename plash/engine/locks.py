@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from plash.store.layout import Store
 
 
+# the key locks this process holds: waiting for one of them is waiting for another job of this run
+_held: set[str] = set()
+
+
 class KeyLock:
     """An exclusive lock per cache key across processes (flock), polled so that trio can cancel it.
 
@@ -37,7 +41,8 @@ class KeyLock:
             except BlockingIOError:
                 os.close(fd)
                 if not told:
-                    self.emit(note(f"waiting for another plash process making {self.what}"))
+                    who = "another job of this run" if self.path in _held else "another plash process"
+                    self.emit(note(f"waiting for {who} making {self.what}"))
                     told = True
                 await trio.sleep(0.05)
                 continue
@@ -47,11 +52,13 @@ class KeyLock:
                 same = False
             if same:
                 self.fd = fd
+                _held.add(self.path)
                 return
             os.close(fd)
 
     async def __aexit__(self, *exc: object) -> None:
         # unlink before unlocking, so the lock file does not outlive its use
+        _held.discard(self.path)
         try:
             os.unlink(self.path)
         finally:

@@ -104,7 +104,7 @@ async def test_two_concurrent_calls_for_one_key_produce_once(store: Store, emit)
 
     def watch(event) -> None:
         emit(event)
-        if event.kind == Kind.NOTE and event.label.startswith("waiting for another plash process"):
+        if event.kind == Kind.NOTE and event.label.startswith("waiting for another job of this run"):
             waiting.set()
 
     producing = trio.Event()
