@@ -109,17 +109,23 @@ def main() -> int:
             for name, cmds, store in cases:
                 subprocess.run(["sync"])
                 rows.setdefault(name, []).append(sum(timed(c, dict(env, PLASH_DATA=store)) for c in cmds))
-            # push: the imported Debian image to a repository it was never pushed to, remembering nothing
+            # push: the imported Debian image to a registry that has never seen it, remembering nothing
             store = f"{work}/r{n}-cached"
             for record in Path(store).rglob("packed.json"):
                 record.unlink()
             image = subprocess.run([args.plash, "import-docker", "--quiet", base], env=dict(env, PLASH_DATA=store),
                                    check=True, capture_output=True, text=True).stdout.strip()
-            rows.setdefault("plash push", []).append(
-                timed([args.plash, "push", "--quiet", image, f"{reg.host}/pushed/plash{n}:1"], dict(env, PLASH_DATA=store)))
-            rows.setdefault("skopeo copy (compressing)", []).append(
-                timed(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{plain.path}:debian",
-                       f"docker://{reg.host}/pushed/skopeo{n}:1"], env))
+            for name in ("plash push", "skopeo copy (compressing)"):
+                os.makedirs(f"{work}/push{n}-{len(name)}")
+                fresh = Registry(f"{work}/push{n}-{len(name)}")  # and skopeo's blob cache knows no place there
+                try:
+                    cmd = ([args.plash, "push", "--quiet", image, f"{fresh.host}/pushed/debian:1"] if name == "plash push"
+                           else ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--dest-compress",
+                                 "--dest-compress-format", "gzip", f"oci:{plain.path}:debian",
+                                 f"docker://{fresh.host}/pushed/debian:1"])
+                    rows.setdefault(name, []).append(timed(cmd, dict(env, PLASH_DATA=store)))
+                finally:
+                    fresh.close()
         med = {k: statistics.median(v) for k, v in rows.items()}
         print(f"{N_EXES} executables: a {len(rootfs) / 1e6:.0f} MB Debian base, a shared apt-get install "
               f"{args.package} layer, one own layer each; n={args.n}")
