@@ -238,8 +238,8 @@ def _member(out: object, name: str, data: bytes) -> None:
 
 def _write_file(path: str, data: bytes) -> None:
     """path with data, atomically (a reader never sees half of it)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
+    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}.tmp"
+    with open(tmp, "xb") as f:  # O_EXCL: never through a symlink someone put there
         f.write(data)
     os.replace(tmp, path)
 

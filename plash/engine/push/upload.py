@@ -59,8 +59,11 @@ async def request(c: httpx.AsyncClient, method: str, url: str | httpx.URL, ok: t
     try:
         if r.status_code not in ok:
             raise FetchError(f"{what or method} {_shown(url)}: {await _reason(r)}", status=r.status_code)
-        async for _ in r.aiter_raw():
-            pass
+        drained = 0
+        async for chunk in r.aiter_raw():  # a body nobody wants: read a little, then drop the connection
+            drained += len(chunk)
+            if drained > ERROR_LIMIT:
+                break
         return r
     finally:
         await r.aclose()
