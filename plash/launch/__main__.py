@@ -36,9 +36,10 @@ def _with_namespace_fallback(work: Callable[[], None]) -> None:
     try:
         work()
     except PermissionError:
-        if os.getuid() == 0:
-            raise
         from plash.launch import userns
+
+        if userns.privileged():
+            raise
 
         userns.enter(mount_ns=False)
         work()
@@ -69,7 +70,7 @@ def step(spec: StepSpec, parent: int = 0) -> None:
     cspec = image_spec(store, spec.image, argv, binds=config.BUILD_BINDS, staging=Staging(store, spec.staging),
                        cwd=spec.cwd, build_step=True)
     env = dict(cspec.env)
-    if os.getuid() != 0 and userns.id_ranges() is None:
+    if userns.single_mapping():
         # Only uid 0 exists in the namespace: apt's drop to _apt would fail.
         # APT_CONFIG is read before apt's own files and needs no file in the image.
         fd = os.memfd_create("plash-apt.conf", 0)

@@ -79,7 +79,9 @@ def rmtree_anywhere(path: str) -> None:
         rmtree(path)
         return
     except OSError:
-        if os.getuid() == 0:
+        from plash.launch.userns import privileged
+
+        if privileged():
             raise
     code = in_namespace(lambda: rmtree(path))
     if code != 0:

@@ -45,9 +45,12 @@ def test_namespaces_refused_give_the_hint_of_their_errno(user: str, limit: str, 
     python = str(Path(PLASH).parent / "python")
     r = p.sh([python, "-c", REFUSE_NAMESPACES, limit, PLASH, "run", image, "true"])
     assert r.returncode == 1, r.stderr
-    assert r.stderr.splitlines() == [
+    # Here (a namespace of the test's that maps only the user's own id) the subordinate
+    # range cannot be mapped: plash says so once per store, before the error.
+    lines = [line for line in r.stderr.splitlines() if not line.startswith("plash: note: newuidmap")]
+    assert lines == [
         "plash error: cannot create a namespace: unshare: No space left on device",
         ENOSPC_HINT,
     ]
-    assert p.snapshot() == before
+    assert [e for e in p.snapshot() if e[0] != ".single-mapping-noted"] == before  # the note's marker aside
     assert p.ok("run", image, "echo", "back") == "back"

@@ -12,7 +12,7 @@ from plash.engine.children import run_child, unpack_child
 from plash.engine.events import note
 from plash.engine.fetch import http
 from plash.errors import FetchError, PlashError
-from plash.launch.userns import id_ranges
+from plash.launch.userns import id_ranges, privileged
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def command(suite: str, mirror: str) -> tuple[list[str], bool]:
     """The host command that writes a Debian root file system tarball to stdout (True) or into {dir} (False)."""
     if shutil.which("mmdebstrap"):
-        if os.getuid() == 0:
+        if privileged():
             mode = "root"
         elif id_ranges() is not None:
             mode = "unshare"
@@ -34,7 +34,7 @@ def command(suite: str, mirror: str) -> tuple[list[str], bool]:
                                  hint="apt-get install fakechroot fakeroot, or give this user a range in /etc/subuid")
             mode = "fakechroot"
         return ["mmdebstrap", "--quiet", "--variant=minbase", f"--mode={mode}", suite, "-", mirror], True
-    if os.getuid() == 0 and shutil.which("debootstrap"):
+    if privileged() and shutil.which("debootstrap"):
         return ["debootstrap", "--variant=minbase", suite, "{dir}", mirror], False
     raise PlashError("--from-debootstrap needs mmdebstrap (or debootstrap, as root) on the host",
                      hint="apt-get install mmdebstrap")
