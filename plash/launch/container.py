@@ -15,7 +15,7 @@ import sys
 from plash import config
 from plash.errors import LaunchError
 from plash.launch import syscalls, userns
-from plash.launch.mounts import RootSpec, apply, plan, root_dir
+from plash.launch.mounts import RootSpec, apply, on_overlayfs, plan, root_dir
 from plash.store.layout import Store
 
 TYPE_CHECKING = False
@@ -160,6 +160,8 @@ def start(spec: ContainerSpec) -> None:
         from plash import testhook
 
         testhook.pause("container-held")
+    if spec.staging and on_overlayfs(spec.store):
+        use_scratch(spec)
     try:
         userns.enter()
         ops = plan(spec)
@@ -171,7 +173,7 @@ def start(spec: ContainerSpec) -> None:
         raise LaunchError(f"cannot set up the container: {e.strerror or e}") from e
     root = root_dir(spec)
     if spec.supervise:
-        supervise(spec.supervise, root, spec.staging)
+        supervise(spec.supervise, root, spec.staging, spec.scratch)
     argv = list(spec.argv) or login_shell(root)
     env = dict(spec.env)
     os.chroot(root)
@@ -202,13 +204,29 @@ def with_profile(argv: list[str], assigned: tuple[tuple[str, str], ...]) -> list
     return ["/bin/sh", "-c", PROFILE_SCRIPT, "plash", str(len(assigned)), *(f"{k}={v}" for k, v in assigned), *argv]
 
 
-def supervise(engine: int, root: str, staging: Staging | None) -> None:
+def use_scratch(spec: ContainerSpec) -> None:
+    """Make the changes land on a tmpfs (the store is on overlayfs), to be copied in by supervise()."""
+    from plash.launch import notes
+
+    assert spec.staging is not None
+    spec.scratch = True
+    os.makedirs(spec.staging.scratch, exist_ok=True)
+    if not spec.supervise:
+        spec.supervise = os.getppid()  # `create`: a parent must stay in the namespace to copy the changes
+    notes.once(spec.store, "overlayfs-store",
+               f"the store {spec.store} is on overlayfs, which the kernel refuses as an overlay's upper dir: "
+               "each new layer is made on a tmpfs and copied in (slower); for speed, set PLASH_DATA to a "
+               "directory on a volume")
+
+
+def supervise(engine: int, root: str, staging: Staging | None, scratch: bool = False) -> None:
     """Fork: the child returns (to exec the command); this process waits and exits as it does.
 
     If the engine process dies first (say, SIGKILL), it kills the process
     group, which is the step's session: the command and all it started.
     After a successful command it also finishes the staging dir (unmount,
-    residue and work dir gone), which spares the engine a process.
+    residue and work dir gone), which spares the engine a process; with
+    scratch, it first copies the changes from the tmpfs into the staging dir.
     """
     import select
     import signal
@@ -234,13 +252,39 @@ def supervise(engine: int, root: str, staging: Staging | None) -> None:
             os.killpg(0, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
-    if code == 0 and staging:
+    if code == 0 and staging and scratch:
+        try:
+            syscalls.umount(root, syscalls.MNT_DETACH)
+            copy_scratch(staging)
+        except OSError as e:
+            from plash.errors import os_message
+
+            sys.stderr.write(f"plash error: cannot copy the new layer into the store: {os_message(e)}\n")
+            os._exit(1)
+    elif code == 0 and staging:
         try:
             syscalls.umount(root, syscalls.MNT_DETACH)
             staging.finish()
         except OSError:
             pass  # the engine sees the work dir still there and finishes it itself
     os._exit(code if code >= 0 else 128 - code)
+
+
+def copy_scratch(staging: Staging) -> None:
+    """Move the changes on the scratch tmpfs into the staging's upper dir, then finish the staging dir."""
+    from plash.launch.mounts import scratch_dirs
+    from plash.store.layercopy import copy_layer
+    from plash.store.staging import remove_residue
+
+    upper, _ = scratch_dirs(staging)
+    try:
+        with open(staging.residue) as f:
+            remove_residue(upper, [line for line in f.read().split("\n") if line])
+        os.unlink(staging.residue)
+    except FileNotFoundError:
+        pass
+    copy_layer(upper, staging.upper)
+    staging.finish()
 
 
 def mount_readonly(store: str, layer_dirs: tuple[str, ...]) -> str:

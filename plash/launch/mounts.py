@@ -35,12 +35,14 @@ class RootSpec:
         binds: tuple[tuple[str, str], ...] = (),  # (host source, path inside)
         staging: Staging | None = None,  # keep changes in the staging's upper dir (create, build)
         readonly: bool = False,
+        scratch: bool = False,  # with staging: the changes land on a tmpfs first (a store on overlayfs)
     ) -> None:
         self.store = store
         self.layer_dirs = layer_dirs
         self.binds = binds
         self.staging = staging
         self.readonly = readonly
+        self.scratch = scratch
 
 
 class MountOp:
@@ -131,7 +133,12 @@ def overlay_options(spec: RootSpec) -> str:
     opts = ["lowerdir=" + ":".join(lowers)]
     if not spec.readonly:
         store = Store(spec.store)
-        upper, work = (spec.staging.upper, spec.staging.work) if spec.staging else (store.run_upper, store.run_work)
+        if spec.staging and spec.scratch:
+            upper, work = scratch_dirs(spec.staging)
+        elif spec.staging:
+            upper, work = spec.staging.upper, spec.staging.work
+        else:
+            upper, work = store.run_upper, store.run_work
         opts += [f"upperdir={os.path.relpath(upper, store.index)}", f"workdir={os.path.relpath(work, store.index)}"]
     # userxattr: overlay metadata lives in user.overlay.* for root and non-root alike,
     # so layers mean the same whoever made them.
@@ -139,10 +146,31 @@ def overlay_options(spec: RootSpec) -> str:
     return ",".join(opts)
 
 
+def scratch_dirs(staging: Staging) -> tuple[str, str]:
+    """The upper and work dirs on the staging's scratch tmpfs."""
+    return os.path.join(staging.scratch, "upper"), os.path.join(staging.scratch, "work")
+
+
+_overlay_stores: dict[str, bool] = {}
+
+
+def on_overlayfs(path: str) -> bool:
+    """Whether path (a store) is on overlayfs, where the kernel refuses an overlay's upper dir."""
+    if path not in _overlay_stores:
+        try:
+            _overlay_stores[path] = syscalls.fs_type(path) == syscalls.OVERLAYFS_MAGIC
+        except OSError:
+            _overlay_stores[path] = False
+    return _overlay_stores[path]
+
+
 def plan(spec: RootSpec) -> list[AnyMountOp]:
     """The ordered mount operations for a container (no I/O)."""
     ops: list[AnyMountOp] = []
     store = Store(spec.store)
+    if spec.staging and spec.scratch:
+        ops.append(Tmpfs(spec.staging.scratch, why="the step's upper dir, off the store's overlayfs"))
+        ops.append(MakeDirs(spec.staging.scratch, ("upper", "work"), why="the overlay's upper and work dirs"))
     if not spec.staging:
         ops.append(Tmpfs(store.mnt, why="throw-away upper dir, freed with the namespace"))
         names = tuple(os.path.relpath(d, store.mnt) for d in (store.run_upper, store.run_work, store.run_root))

@@ -1,4 +1,4 @@
-"""The only module that calls libc through ctypes: unshare, mount, umount, prctl."""
+"""The only module that calls libc through ctypes: unshare, mount, umount, prctl, statfs."""
 
 from __future__ import annotations
 
@@ -54,6 +54,17 @@ def mount(
         return None if s is None else os.fsencode(s)
 
     _check(_libc.mount(b(source), b(target), b(fstype), flags, b(data)), f"mount {target}")
+
+
+OVERLAYFS_MAGIC = 0x794C7630
+_libc.statfs.argtypes = (ctypes.c_char_p, ctypes.c_void_p)
+
+
+def fs_type(path: str) -> int:
+    """The f_type (magic number) of the file system holding path (statfs(2))."""
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
+    _check(_libc.statfs(os.fsencode(path), buf), f"statfs {path}")
+    return ctypes.c_long.from_buffer(buf).value  # f_type comes first, a long (__fsword_t)
 
 
 def die_with_parent(sig: int) -> None:

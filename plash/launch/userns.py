@@ -207,16 +207,10 @@ def single_mapping() -> bool:
 def _note(why: str) -> None:
     """Say once per store why only uid 0 is mapped."""
     from plash import config
+    from plash.launch import notes
 
-    marker = os.path.join(config.data_dir(), ".single-mapping-noted")
-    if os.path.exists(marker):
-        return
-    os.write(2, f"plash: note: {why}; only uid 0 is mapped, so files of other owners show as nobody "
-                "(said once per store)\n".encode())
-    import contextlib
-
-    with contextlib.suppress(OSError):
-        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644))
+    notes.once(config.data_dir(), "single-mapping",
+               f"{why}; only uid 0 is mapped, so files of other owners show as nobody (said once per store)")
 
 
 def _write(path: str, text: str) -> None:

@@ -14,7 +14,15 @@ import tarfile
 from plash.errors import UnpackError
 from plash.store.decompress import CHUNK
 from plash.store.rmtree import rmtree_at
-from plash.store.whiteouts import OPAQUE, WHITEOUT, hidden_name, is_whiteout, make_opaque, make_whiteout
+from plash.store.whiteouts import (
+    OPAQUE,
+    WHITEOUT,
+    hidden_name,
+    is_file_whiteout,
+    is_whiteout,
+    make_opaque,
+    make_whiteout,
+)
 
 _LABEL = b"V"  # a GNU volume label (tar -V): a name, not a file
 _KEEP_DIRS = 32  # open levels a walk down to a directory keeps, at most
@@ -40,6 +48,9 @@ def member_parts(name: str) -> list[str]:
     if ".." in parts:
         raise UnpackError(f"unsafe path in tarball (contains '..'): {shown(name)}")
     return parts
+
+
+_OVERLAY_XATTRS = ("SCHILY.xattr.user.overlay.", "SCHILY.xattr.trusted.overlay.")
 
 
 class Unpacker:
@@ -140,13 +151,16 @@ class Unpacker:
             st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
         except FileNotFoundError:
             return 0
-        if stat.S_ISDIR(st.st_mode):
+        mode = st.st_mode
+        if stat.S_ISDIR(mode):
             if not want_dir:
                 self._forget_below(parts)
                 rmtree_at(pfd, name)
         else:
+            if self.oci and is_file_whiteout(pfd, name, st):
+                mode = stat.S_IFCHR  # a whiteout of this layer, in its file form: told apart as a device is
             os.unlink(name, dir_fd=pfd)
-        return st.st_mode
+        return mode
 
     def _own(self, target: int | str, info: tarfile.TarInfo, pfd: int | None = None) -> bool:
         """chown where the namespace maps the ids; False when refused."""
@@ -293,7 +307,8 @@ class Unpacker:
     @staticmethod
     def _xattrs(fd: int, info: tarfile.TarInfo) -> None:
         for key, value in info.pax_headers.items():
-            if key.startswith("SCHILY.xattr."):
+            # overlayfs's own xattrs would make whiteouts or redirects of a tarball's files: never set
+            if key.startswith("SCHILY.xattr.") and not key.startswith(_OVERLAY_XATTRS):
                 with contextlib.suppress(OSError):  # xattrs are kept where the file system and namespace allow
                     os.setxattr(fd, key[len("SCHILY.xattr.") :], value.encode("utf-8", "surrogateescape"))
 

@@ -1,9 +1,10 @@
 """One layer's files as the tar stream of an OCI layer: reproducible, with overlayfs whiteouts as `.wh.` files.
 
 The inverse of unpack's OCI mode (OCI image spec, "Representing Changes"):
-a 0:0 character device becomes an empty `.wh.NAME` file, a directory
-marked opaque (user.overlay.opaque) gets a `.wh..wh..opq` member right
-after its own, and overlayfs' own xattrs are left out.
+a whiteout (either form, see plash.store.whiteouts) becomes an empty
+`.wh.NAME` file, a directory marked opaque (user.overlay.opaque "y") gets
+a `.wh..wh..opq` member right after its own, and overlayfs' own xattrs are
+left out.
 
 The same files give the same bytes on every machine: members in byte order
 of their names, each directory before what it holds; numeric owners, no
@@ -24,7 +25,7 @@ import os
 import stat
 
 from plash.errors import PlashError
-from plash.store.whiteouts import OPAQUE, OPAQUE_XATTR, WHITEOUT
+from plash.store.whiteouts import OPAQUE, OPAQUE_XATTR, WHITEOUT, is_file_whiteout
 
 BLOCK = 512
 OVERLAY_XATTRS = (b"user.overlay.", b"trusted.overlay.")
@@ -127,7 +128,7 @@ class Packer:
             path = prefix + raw
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
             mode = st.st_mode
-            if stat.S_ISCHR(mode) and st.st_rdev == 0:
+            if (stat.S_ISCHR(mode) and st.st_rdev == 0) or is_file_whiteout(dfd, name, st):
                 self.marker(prefix + WHITEOUT.encode() + raw)
             elif stat.S_ISDIR(mode):
                 fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dfd)

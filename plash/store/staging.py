@@ -5,6 +5,8 @@
       img/root/    the layer's files (the overlay upper dir of a container step)
       work/        overlayfs's work dir (container steps only)
       mnt/         the container's root mount point (container steps only)
+      scratch/     a store on overlayfs only: a tmpfs with the step's upper and work dirs
+                   (the kernel refuses them on overlayfs), copied into img/root/ after it
       residue      the mount points the launcher had to create, one per line
       step.json    a build step's spec for the launcher
 
@@ -70,6 +72,11 @@ class Staging:
     @property
     def mnt(self) -> str:
         return os.path.join(self.path, "mnt")
+
+    @property
+    def scratch(self) -> str:
+        """A tmpfs's mount point holding the overlay's upper and work dirs where the store is on overlayfs."""
+        return os.path.join(self.path, "scratch")
 
     @property
     def residue(self) -> str:

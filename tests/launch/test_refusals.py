@@ -52,5 +52,5 @@ def test_namespaces_refused_give_the_hint_of_their_errno(user: str, limit: str, 
         "plash error: cannot create a namespace: unshare: No space left on device",
         ENOSPC_HINT,
     ]
-    assert [e for e in p.snapshot() if e[0] != ".single-mapping-noted"] == before  # the note's marker aside
+    assert [e for e in p.snapshot() if e[0] != ".noted-single-mapping"] == before  # the note's marker aside
     assert p.ok("run", image, "echo", "back") == "back"
