@@ -8,6 +8,7 @@ only after such a failure: it is not on `plash run`'s path.
 from __future__ import annotations
 
 import errno
+import os
 
 UNSHARE = {
     errno.ENOSPC: "the kernel's limit of user or mount namespaces is reached (0 allows none, 32 may nest): "
@@ -29,6 +30,35 @@ UNSHARE_AS_ROOT = {
     "in a container, run it with --cap-add SYS_ADMIN and a seccomp profile that allows unshare",
     errno.EINVAL: "this kernel has no mount namespaces: plash needs one built with CONFIG_NAMESPACES",
 }
+
+# Inside a container (Docker, podman, a CI runner's job container) the sysctls
+# are the host's business: what helps is how the container is started.
+CONTAINER_FLAGS = ("--security-opt seccomp=unconfined, or --cap-add SYS_ADMIN, or --privileged "
+                   "(podman's default seccomp profile allows user namespaces; Docker's does not)")
+UNSHARE_IN_CONTAINER = {
+    errno.EPERM: "this container's seccomp profile refuses user namespaces (Docker's default does): "
+    "start it with " + CONTAINER_FLAGS,
+    errno.ENOSYS: "unshare(2) is blocked by this container's seccomp profile: start it with " + CONTAINER_FLAGS,
+    errno.ENOSPC: "the limit of user namespaces is reached, or set to 0 for this container: raise "
+    "user.max_user_namespaces (a sysctl of the host, or of the container's user namespace)",
+}
+UNSHARE_AS_ROOT_IN_CONTAINER = {
+    errno.EPERM: "this container lets root keep CAP_SYS_ADMIN but its seccomp profile refuses unshare: "
+    "start it with --security-opt seccomp=unconfined as well, or --privileged",
+}
+MOUNT_IN_CONTAINER = {
+    errno.EPERM: "this container's seccomp or AppArmor profile refuses mount: start it with "
+    "--security-opt seccomp=unconfined --security-opt apparmor=unconfined, or --privileged",
+    errno.EACCES: "an LSM (AppArmor, SELinux) of this container denied the mount: start it with "
+    "--security-opt apparmor=unconfined (or label=disable for SELinux), or --privileged",
+}
+
+
+def inside_container() -> bool:
+    """Whether plash runs inside a container (Docker, podman, systemd-nspawn, LXC)."""
+    return (os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
+            or bool(os.environ.get("container")))  # noqa: SIM112 (lower case: systemd's container interface)
+
 
 # Under Ubuntu's AppArmor restriction, unshare succeeds but the new user
 # namespace gets no capabilities: writing its uid_map is what fails.
@@ -57,10 +87,19 @@ MOUNT = {
 }
 
 
-def unshare_hint(err: int | None, as_root: bool = False) -> str:
-    """The hint for unshare(2) failing with err; as_root: only a mount namespace was asked for."""
+def unshare_hint(err: int | None, as_root: bool = False, container: bool | None = None) -> str:
+    """The hint for unshare(2) failing with err; as_root: only a mount namespace was asked for.
+
+    container: whether plash runs inside one (None: find out).
+    """
+    if container is None:
+        container = inside_container()
+    if as_root and container and err in UNSHARE_AS_ROOT_IN_CONTAINER:
+        return UNSHARE_AS_ROOT_IN_CONTAINER[err]
     if as_root and err in UNSHARE_AS_ROOT:
         return UNSHARE_AS_ROOT[err]
+    if container and err in UNSHARE_IN_CONTAINER:
+        return UNSHARE_IN_CONTAINER[err]
     return UNSHARE.get(err or 0, UNSHARE_OTHER)
 
 
@@ -69,8 +108,11 @@ def id_map_hint(err: int | None) -> str | None:
     return ID_MAP.get(err or 0)
 
 
-def mount_hint(err: int | None, fstype: str | None = None) -> str | None:
-    """The hint for mount(2) of fstype (None: a bind) failing with err."""
+def mount_hint(err: int | None, fstype: str | None = None, container: bool | None = None) -> str | None:
+    """The hint for mount(2) of fstype (None: a bind) failing with err (container: as for unshare_hint)."""
+    if container is None:
+        container = inside_container()
+    mount = {**MOUNT, **MOUNT_IN_CONTAINER} if container else MOUNT
     if fstype == "overlay":
-        return OVERLAY.get(err or 0) or MOUNT.get(err or 0) or OVERLAY_OTHER
-    return MOUNT.get(err or 0)
+        return OVERLAY.get(err or 0) or mount.get(err or 0) or OVERLAY_OTHER
+    return mount.get(err or 0)

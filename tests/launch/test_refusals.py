@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
 from conftest import PLASH, Plash, make_plash
+
+from plash.launch import refusals
 
 # Runs as the test user: enter a user namespace mapped to the same ids, set
 # one of its (per-namespace) limits of nested namespaces to 0, then exec
@@ -23,8 +26,8 @@ open("/proc/sys/user/" + sys.argv[1], "w").write("0")
 os.execv(sys.argv[2], sys.argv[2:])
 """
 
-ENOSPC_HINT = ("hint: the kernel's limit of user or mount namespaces is reached (0 allows none, 32 may nest): "
-               "raise the sysctls user.max_user_namespaces and user.max_mnt_namespaces")
+# the hint of this machine: a host's names the sysctls, a container's says they are whose to set
+ENOSPC_HINT = "hint: " + refusals.unshare_hint(errno.ENOSPC)
 
 
 @pytest.mark.parametrize(
