@@ -207,8 +207,12 @@ def with_profile(argv: list[str], assigned: tuple[tuple[str, str], ...]) -> list
 def use_scratch(spec: ContainerSpec) -> None:
     """Make the changes land on a tmpfs (the store is on overlayfs), to be copied in by supervise()."""
     from plash.launch import notes
+    from plash.store.whiteouts import NEEDS_FILE_WHITEOUTS, file_whiteouts_work
 
     assert spec.staging is not None
+    if not file_whiteouts_work():
+        raise LaunchError(NEEDS_FILE_WHITEOUTS.format(release=os.uname().release),
+                          hint="set PLASH_DATA to a directory on another file system (a volume)")
     spec.scratch = True
     os.makedirs(spec.staging.scratch, exist_ok=True)
     if not spec.supervise:

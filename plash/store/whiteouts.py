@@ -54,8 +54,26 @@ def make_whiteout(pfd: int, name: str, owner: tuple[int, int] | None = None) -> 
     make_file_whiteout(pfd, name, owner)
 
 
+def file_whiteouts_work() -> bool:
+    """Whether this kernel reads whiteout files (Linux >= 6.7)."""
+    try:
+        major, minor = (int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
+    except ValueError:
+        return True  # an unusual version string: let the kernel decide
+    return (major, minor) >= (6, 7)
+
+
+NEEDS_FILE_WHITEOUTS = ("a store on overlayfs needs Linux >= 6.7, whose overlayfs reads whiteout files "
+                        "(this kernel is {release})")
+
+
 def make_file_whiteout(pfd: int, name: str, owner: tuple[int, int] | None = None) -> None:
     """The regular-file form of a whiteout (see above), its directory marked to have them."""
+    if not file_whiteouts_work():
+        from plash.errors import PlashError
+
+        raise PlashError(NEEDS_FILE_WHITEOUTS.format(release=os.uname().release),
+                         hint="set PLASH_DATA to a directory on another file system (a volume)")
     fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o000, dir_fd=pfd)
     try:
         os.setxattr(fd, WHITEOUT_XATTR, b"")
