@@ -23,20 +23,25 @@ _CHUNK = 1 << 30
 
 def copy_layer(src: str, dst: str) -> None:
     """Copy the tree at src into the existing, empty directory dst (its own metadata too)."""
-    links: dict[tuple[int, int], tuple[int, str]] = {}  # (dev, ino) -> (dir fd kept open, name) of a first copy
     sfd = os.open(src, _DIR)
     dfd = os.open(dst, _DIR)
-    kept: list[int] = []
     try:
-        _tree(sfd, dfd, links, kept)
+        _tree(sfd, dfd, "", _Links(dfd))
         _meta(sfd, dfd, os.fstat(sfd))
     finally:
-        for fd in (sfd, dfd, *kept):
-            os.close(fd)
+        os.close(sfd)
+        os.close(dfd)
 
 
-def _tree(sfd: int, dfd: int, links: dict[tuple[int, int], tuple[int, str]], kept: list[int]) -> None:
-    kept_here = False
+class _Links:
+    """First copies of hard-linked files, by source inode: their paths below the destination's root."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.first: dict[tuple[int, int], str] = {}
+
+
+def _tree(sfd: int, dfd: int, rel: str, links: _Links) -> None:
     for entry in os.scandir(sfd):
         name = entry.name
         st = entry.stat(follow_symlinks=False)
@@ -47,7 +52,7 @@ def _tree(sfd: int, dfd: int, links: dict[tuple[int, int], tuple[int, str]], kep
             child_d = os.open(name, _DIR, dir_fd=dfd)
             try:
                 _copy_xattrs(child_s, child_d)  # the opaque mark first: whiteouts below leave a "y" alone
-                _tree(child_s, child_d, links, kept)
+                _tree(child_s, child_d, f"{rel}{name}/", links)
                 _meta(child_s, child_d, st, xattrs=False)
             finally:
                 os.close(child_s)
@@ -55,16 +60,14 @@ def _tree(sfd: int, dfd: int, links: dict[tuple[int, int], tuple[int, str]], kep
         elif stat.S_ISCHR(mode) and st.st_rdev == 0:
             make_file_whiteout(dfd, name, (st.st_uid, st.st_gid))
         elif stat.S_ISREG(mode):
-            first = links.get((st.st_dev, st.st_ino)) if st.st_nlink > 1 else None
+            first = links.first.get((st.st_dev, st.st_ino)) if st.st_nlink > 1 else None
             if first is not None:
-                os.link(first[1], name, src_dir_fd=first[0], dst_dir_fd=dfd, follow_symlinks=False)
+                # the path is of directories made here, below the destination's root: no symlink on the way
+                os.link(first, name, src_dir_fd=links.root, dst_dir_fd=dfd, follow_symlinks=False)
                 continue
             _copy_file(sfd, dfd, name, st)
             if st.st_nlink > 1:
-                if not kept_here:
-                    kept.append(os.dup(dfd))
-                    kept_here = True
-                links[(st.st_dev, st.st_ino)] = (kept[-1], name)
+                links.first[(st.st_dev, st.st_ino)] = rel + name
         elif stat.S_ISLNK(mode):
             os.symlink(os.readlink(name, dir_fd=sfd), name, dir_fd=dfd)
             os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
