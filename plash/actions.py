@@ -17,7 +17,7 @@ from plash.errors import ExitStatus, PlashError, StoreError, os_message, report
 from plash.launch import container, userns
 from plash.launch.child import in_namespace, rmtree_anywhere, wait_exit
 from plash.launch.run import image_spec
-from plash.store.layout import Store, full_store_note, open_store, parse_image_id
+from plash.store.layout import Store, full_store_note, open_store
 from plash.store.staging import Staging
 
 
@@ -32,14 +32,14 @@ def existing_store() -> Store:
 
 
 def image_store(text: str, write: bool = False) -> tuple[Store, int]:
-    """The store and an existing image of it; a missing store has no images and is not created.
+    """The store and an existing image of it, named by its id or a map name (see Store.resolve).
 
-    With write, the store's skeleton is completed for the change to come
-    (it exists: the image does).
+    A missing store has no images and is not created. With write, the
+    store's skeleton is completed for the change to come (it exists: the
+    image does).
     """
-    image = parse_image_id(text)
     s = Store(config.data_dir())
-    s.image_dir(image)
+    image = s.resolve(text)
     if write:
         s.ensure()
     return s, image

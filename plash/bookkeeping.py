@@ -29,7 +29,7 @@ def remove(image_text: str) -> list[int]:
 
 
 def map_key(key: str, image: str | None) -> int | None:
-    """`map KEY [IMAGE]`: the image KEY points to (None when unset); with IMAGE set it, with '' delete it."""
+    """`map KEY [IMAGE]`: the image KEY points to (None when unset); with IMAGE (an id or a name) set it, with '' delete it."""
     s = Store(config.data_dir())
     s.check_map_name(key)
     if image is None:
@@ -40,6 +40,11 @@ def map_key(key: str, image: str | None) -> int | None:
     s, n = image_store(image, write=True)
     s.map_set(key, n)
     return None
+
+
+def map_entries() -> dict[str, int]:
+    """`map` alone: every name with its image, sorted by name (a missing store has none, and stays missing)."""
+    return Store(config.data_dir()).map_entries()
 
 
 def clean() -> list[str]:

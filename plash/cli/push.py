@@ -8,23 +8,7 @@ import click
 
 from plash import actions
 from plash.cli import out
-from plash.errors import NoImage
 from plash.ui import renderer_factory
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from plash.store.layout import Store
-
-
-def image_arg(text: str) -> tuple[Store, int]:
-    """IMAGE as an id, or the name of a map (`plash map NAME ID`)."""
-    if text.isascii() and text.isdigit():
-        return actions.image_store(text)
-    s = actions.existing_store()
-    found = s.map_get(text) if s.exists() else None
-    if found is None:
-        raise NoImage(f"no image or name: {text}")
-    return actions.image_store(str(found))
 
 
 @click.command()
@@ -47,7 +31,7 @@ def push(compression: str, created: str | None, quiet: bool, image: str, ref: st
     from plash.engine.push import push as push_image
     from plash.engine.push.image import parse_created
 
-    s, image_id = image_arg(image)
+    s, image_id = actions.image_store(image)
     for prefix in ("docker-archive:", "oci:"):
         if ref.startswith(prefix):
             ref = prefix + os.path.abspath(ref[len(prefix):])

@@ -84,13 +84,19 @@ def parent(image: str) -> None:
 
 
 @click.command(context_settings=IMAGE_CMD)
-@click.argument("key")
+@click.argument("key", required=False)
 @click.argument("image", required=False)
-def map_cmd(key: str, image: str | None) -> None:
+def map_cmd(key: str | None, image: str | None) -> None:
     """Print the image KEY points to; with IMAGE, point KEY at it; with '' delete KEY.
 
-    An unset KEY prints nothing (exit 0); deleting one is fine too.
+    An unset KEY prints nothing (exit 0); deleting one is fine too. Without
+    KEY, list every name as NAME ID, sorted by name. Wherever a command
+    takes IMAGE, a name set here does too (plash run NAME).
     """
+    if key is None:
+        for name, image_id in bookkeeping.map_entries().items():
+            out(f"{name} {image_id}")
+        return
     found = bookkeeping.map_key(key, image)
     if found is not None:
         out(found)

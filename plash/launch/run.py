@@ -7,7 +7,7 @@ import os
 from plash import config
 from plash.errors import PlashError
 from plash.launch.container import ContainerSpec, container_env, split_assignments, start
-from plash.store.layout import Store, parse_image_id
+from plash.store.layout import Store
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -70,8 +70,6 @@ def image_spec(
 
 def main(args: list[str]) -> None:
     """Run a command in an image; replaces this process (or raises PlashError)."""
-    from plash.store.layout import open_store
-
     if not args:
         from plash.errors import UsageError
 
@@ -82,6 +80,6 @@ def main(args: list[str]) -> None:
             from plash.errors import UsageError
 
             raise UsageError("missing argument IMAGE", "plash run IMAGE [CMD...]")
-    image = parse_image_id(args[0])
-    store = open_store(create=False)  # a query: a missing store is no image, and stays missing
-    start(image_spec(store, image, args[1:]))
+    store = Store(config.data_dir())
+    image = store.resolve(args[0])  # an id or a map name; a missing store has no images, and stays missing
+    start(image_spec(store.private(), image, args[1:]))

@@ -43,6 +43,18 @@ def parse_image_id(text: str) -> int:
     return int(text)
 
 
+def valid_map_name(name: str) -> bool:
+    """Whether name can be a map name: it then names one entry of map/ and nothing outside it."""
+    return bool(name) and name[0] not in ".-" and set(name) <= _MAP_CHARS
+
+
+def _being_replaced(name: str) -> bool:
+    """Whether name is the temporary NAME.PID.RAND.new replace_link renames into place."""
+    parts = name.rsplit(".", 3)
+    return (len(parts) == 4 and parts[3] == "new" and parts[1].isdigit() and len(parts[2]) == 8
+            and set(parts[2]) <= set("0123456789abcdef"))
+
+
 def decode_meta(text: str) -> dict[str, list[str]]:
     """An image's meta file as a dict (written by publishing.encode_meta)."""
     meta: dict[str, list[str]] = {}
@@ -288,15 +300,47 @@ class Store:
             target = os.readlink(link)
         except OSError:
             return None
-        image = int(os.path.basename(target))
+        name = os.path.basename(target)
+        if not (name.isascii() and name.isdigit()):
+            return None  # not made by plash (fsck reports it)
+        image = int(name)
         try:
             self.image_dir(image)
         except NoImage:
             return None
         return image
 
+    def resolve(self, text: str) -> int:
+        """An image argument as an existing image's id: a decimal id, or a map name (one readlink of map/NAME).
+
+        Digits are always an id (a map named "5" is not looked up for "5").
+        A word that cannot be a map name ("../x", "-1", "") gets the id's error.
+        """
+        if not valid_map_name(text) or (text.isascii() and text.isdigit()):
+            image = parse_image_id(text)
+            self.image_dir(image)
+            return image
+        found = self._follow(os.path.join(self.maps, text))
+        if found is None:
+            raise NoImage(f"no image or name: {text}")
+        return found
+
+    def map_entries(self) -> dict[str, int]:
+        """Every map name that points to an image, with its id, sorted by name (a missing map/ has none)."""
+        try:
+            names = sorted(os.listdir(self.maps))
+        except OSError:
+            return {}
+        out = {}
+        for name in names:
+            if valid_map_name(name) and not _being_replaced(name):
+                found = self._follow(os.path.join(self.maps, name))
+                if found is not None:
+                    out[name] = found
+        return out
+
     def check_map_name(self, name: str) -> None:
-        if not name or name[0] in ".-" or not set(name) <= _MAP_CHARS:
+        if not valid_map_name(name):
             raise PlashError(
                 f"invalid map name: {name!r}",
                 hint="use letters, digits and _ . @ + - (not starting with . or -)",
