@@ -79,14 +79,16 @@ class BuildOptions:
 
     cache_from/cache_to: layer cache repositories (plash.engine.cache); from
     the command line, else from PLASH_CACHE_FROM / PLASH_CACHE_TO (several
-    separated by commas or spaces).
+    separated by commas or spaces). no_cache: build every layer again (the
+    new layers replace the cached ones under their keys); pull: look again
+    at the base image's source and import it when it changed.
     """
 
-    __slots__ = ("cache_from", "cache_to", "quiet")
+    __slots__ = ("cache_from", "cache_to", "no_cache", "pull", "quiet")
 
     def __init__(self, quiet: bool = False, cache_from: list[str] | None = None,
-                 cache_to: list[str] | None = None) -> None:
-        self.quiet = quiet
+                 cache_to: list[str] | None = None, no_cache: bool = False, pull: bool = False) -> None:
+        self.quiet, self.no_cache, self.pull = quiet, no_cache, pull
         self.cache_from = cache_from if cache_from is not None else _env_list("PLASH_CACHE_FROM")
         self.cache_to = cache_to if cache_to is not None else _env_list("PLASH_CACHE_TO")
 
@@ -95,15 +97,23 @@ def _env_list(name: str) -> list[str]:
     return os.environ.get(name, "").replace(",", " ").split()
 
 
+BUILD_FLAGS = ("--quiet", "--no-cache", "--pull")
+BUILD_LISTS = ("--cache-from", "--cache-to")
+
+
 def split_build_options(args: list[str]) -> tuple[BuildOptions, list[str]]:
-    """The leading options of a build's words, and the macros after them; PlashError for an option without value."""
-    quiet, sources, targets = False, list[str](), list[str]()
-    lists = {"--cache-from": sources, "--cache-to": targets}
+    """The leading options of a build's words, and the macros after them.
+
+    PlashError for an option without value, and for a build option among
+    the macros (they come first: `plash build --no-cache --from ...`).
+    """
+    flags, lists = set[str](), {name: list[str]() for name in BUILD_LISTS}
     while args:
         word = args[0]
         name, eq, value = word.partition("=")
-        if word == "--quiet":
-            quiet, args = True, args[1:]
+        if word in BUILD_FLAGS:
+            flags.add(word)
+            args = args[1:]
         elif name in lists and eq:
             lists[name].append(value)
             args = args[1:]
@@ -116,5 +126,12 @@ def split_build_options(args: list[str]) -> tuple[BuildOptions, list[str]]:
             args = args[2:]
         else:
             break
-    return BuildOptions(quiet, sources or None, targets or None), args
+    for word in args:
+        name = word.partition("=")[0]
+        if word in BUILD_FLAGS or name in BUILD_LISTS:
+            from plash.errors import PlashError
 
+            raise PlashError(f"{name} is an option of the build, not a macro: give it first, "
+                             f"before the macros (plash build {name} --from ...)")
+    return BuildOptions("--quiet" in flags, lists["--cache-from"] or None, lists["--cache-to"] or None,
+                        "--no-cache" in flags, "--pull" in flags), args

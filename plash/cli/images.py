@@ -21,9 +21,12 @@ from plash.ui import renderer_factory
               help="a layer cache to look in before building (repeatable; default PLASH_CACHE_FROM)")
 @click.option("--cache-to", "cache_to", multiple=True, metavar="REPO",
               help="a layer cache to push the layers built to (repeatable; default PLASH_CACHE_TO)")
+@click.option("--no-cache", "no_cache", is_flag=True,
+              help="build every layer again (the new layers replace the cached ones)")
+@click.option("--pull", is_flag=True, help="look at each base image's source again; import it if it changed")
 @click.argument("files", nargs=-1, required=True)
 def warm(parallel: int, keep_going: bool, quiet: bool, cache_from: tuple[str, ...], cache_to: tuple[str, ...],
-         files: tuple[str, ...]) -> None:
+         no_cache: bool, pull: bool, files: tuple[str, ...]) -> None:
     """Build many build files or plash executables at once, as one DAG; print `<id> <file>` for each.
 
     Layers they share are built or downloaded once. For CI warm-up.
@@ -33,7 +36,7 @@ def warm(parallel: int, keep_going: bool, quiet: bool, cache_from: tuple[str, ..
     failed = 0
     from plash.config import BuildOptions
 
-    options = BuildOptions(quiet, list(cache_from) or None, list(cache_to) or None)
+    options = BuildOptions(quiet, list(cache_from) or None, list(cache_to) or None, no_cache, pull)
     for f, result in warm_files(actions.store(), list(files), parallel, keep_going, renderer_factory(quiet), options):
         if isinstance(result, int):
             out(f"{result} {f}")

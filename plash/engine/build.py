@@ -26,9 +26,10 @@ def build(store: Store, lines: list[tuple[str, Where]], make_emit: Callable[[], 
     make_emit gives the sink for engine events (plash/ui renders them); it is
     called only when something has to be built. Steps run in cwd (default:
     this process's) when the image has it. options: the layer caches
-    (default: PLASH_CACHE_FROM / PLASH_CACHE_TO).
+    (default: PLASH_CACHE_FROM / PLASH_CACHE_TO), --no-cache and --pull.
     """
-    prepared = prepare(store, lines, cwd)
+    options = options or config.BuildOptions()
+    prepared = prepare(store, lines, cwd, options.no_cache, options.pull)
     if prepared.complete:
         final = prepared.final_id
         assert final is not None
@@ -38,7 +39,6 @@ def build(store: Store, lines: list[tuple[str, Where]], make_emit: Callable[[], 
     from plash.engine.scheduler import run, run_dag
     from plash.engine.steps import build_jobs
 
-    options = options or config.BuildOptions()
     emit = make_emit() if make_emit else (lambda e: None)
     holds = Holds(store)
     try:
@@ -46,7 +46,7 @@ def build(store: Store, lines: list[tuple[str, Where]], make_emit: Callable[[], 
         if options.cache_from or options.cache_to:
             from plash.engine.cache import Cache, cached_jobs, run_cached
 
-            cache = Cache(options.cache_from, options.cache_to)
+            cache = Cache(options.cache_from, options.cache_to, options.no_cache)
             jobs = cached_jobs(store, [prepared], jobs, cache, emit)
             results = run(run_cached, store, jobs, config.limits(), False, cache, emit, emit=emit)
         else:

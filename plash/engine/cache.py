@@ -30,6 +30,7 @@ from plash.engine.fetch.credentials import credentials_for
 from plash.engine.imports.blobs import RegistryBlobs
 from plash.engine.imports.oci import LAYER_TYPES, layer_producer
 from plash.engine.layers import LayerSpec, make_chain
+from plash.engine.plan import Kinds, cached_on
 from plash.engine.push import push_image
 from plash.engine.push.image import CACHE_ANNOTATION, CACHE_META
 from plash.engine.scheduler import Job, run_dag
@@ -61,8 +62,9 @@ def check_repository(text: str, option: str) -> str:
 class Cache:
     """The caches of one run: where to look (sources), where to push (targets), and what came from where."""
 
-    def __init__(self, sources: list[str], targets: list[str]) -> None:
-        self.sources = [check_repository(s, "--cache-from") for s in sources]
+    def __init__(self, sources: list[str], targets: list[str], no_cache: bool = False) -> None:
+        # --no-cache takes nothing from a cache either; what it builds is pushed (it replaces the entries)
+        self.sources = [] if no_cache else [check_repository(s, "--cache-from") for s in sources]
         self.targets = [check_repository(t, "--cache-to") for t in targets]
         self.failed: set[str] = set()  # sources that could not be used: not asked again in this run
         self.restored: set[tuple[str, str]] = set()  # (key, repository): not pushed back there
@@ -95,11 +97,13 @@ def read_listing(manifest: dict[str, Any], where: str, key: str) -> list[dict[st
 
 
 async def restore(store: Store, repository: str, key: str, known: dict[str, dict[str, list[str]]],
-                  emit: Emit) -> tuple[int, list[str]] | None:
+                  emit: Emit, on: str | None = None) -> tuple[int, list[str]] | None:
     """The image of key from a cache repository, made from the layers the store lacks; None on a miss.
 
     known: the meta of the layers this build would make itself (a hit gets
-    theirs, not the cache's); other layers get what CACHE_META allows.
+    theirs, not the cache's); other layers get what CACHE_META allows. on:
+    the key of a layer the entry must be made on (a base just pulled), else
+    it is a miss.
     """
     ref = oci.parse_ref(f"{repository}:{key}")
     async with http.client() as c:
@@ -112,6 +116,9 @@ async def restore(store: Store, repository: str, key: str, known: dict[str, dict
             raise
         where = str(ref)
         entries = read_listing(manifest, where, key)
+        if on is not None and on not in [e["key"] for e in entries]:
+            emit(note(f"layer {key[:12]} of the layer cache {repository} is made on another base: not used"))
+            return None
         descs = iter([oci.descriptor(d, where, f"layer {i + 1} of the manifest")
                       for i, d in enumerate(manifest["layers"])])
         blobs = RegistryBlobs(c, reg)
@@ -131,21 +138,32 @@ async def restore(store: Store, repository: str, key: str, known: dict[str, dict
         return image, [e["key"] for e in entries]
 
 
-async def restore_highest(store: Store, plan: Prepared, cache: Cache, emit: Emit) -> None:
-    """Restore the highest missing key of a build that a cache has (everything below it comes along)."""
+async def restore_highest(store: Store, plan: Prepared, cache: Cache, emit: Emit, base: int | None = None) -> None:
+    """Restore the highest missing key of a build that a cache has (everything below it comes along).
+
+    base: the base image, pulled already (--pull); only an entry made on it
+    is a hit, and the base is not looked for.
+    """
     order = [layer.key for layer, found in zip(reversed(plan.layers), reversed(plan.ids), strict=True)
              if found is None]
-    if plan.base_id is None:
+    if base is not None:  # the layers there on the new base are not looked for
+        below: int | None = base
+        there = 0
+        while there < len(plan.layers) and (below := cached_on(store, plan.layers[there].key, below)) is not None:
+            there += 1
+        order = [layer.key for layer in reversed(plan.layers[there:])]
+    elif plan.base_id is None:
         order.append(plan.base_key)
+    on = store.key_of(base) if base is not None else None
     known = {layer.key: {**layer.meta, "created_by": [made_by(layer)]} for layer in plan.layers}
     for key in order:
-        if store.lookup_key(key) is not None:  # made meanwhile (another build of this run, another process)
+        if base is None and store.lookup_key(key) is not None:  # made meanwhile (another build, another process)
             return
         for repository in cache.sources:
             if repository in cache.failed:
                 continue
             try:
-                found = await restore(store, repository, key, known, emit)
+                found = await restore(store, repository, key, known, emit, on)
             except PlashError as e:
                 cache.failed.add(repository)
                 emit(note(f"warning: the layer cache {repository} cannot be used: {e.message}; building instead"))
@@ -174,7 +192,17 @@ def cached_jobs(store: Store, plans: list[Prepared], jobs: dict[str, Job], cache
     extra: dict[str, list[str]] = {}
     for plan in plans:
         keys = [plan.base_key, *(layer.key for layer in plan.layers)]
-        if cache.sources:
+        if cache.sources and plan.pull and plan.source.kind in Kinds.PULLED:
+            # --pull: the base is looked at first; an entry is a hit only when it was made on that base
+            look = f"cache-from {plan.final_key} pulled"
+
+            async def look_up_on(base: int, plan: Prepared = plan) -> None:
+                await restore_highest(store, plan, cache, emit, base)
+
+            out[look] = Job(look, (plan.base_key,), "none", look_up_on, label="layer cache")
+            for k in keys[1:]:
+                extra.setdefault(k, []).append(look)
+        elif cache.sources:
             look = f"cache-from {plan.final_key}"
 
             async def look_up(plan: Prepared = plan) -> None:

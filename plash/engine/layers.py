@@ -17,6 +17,7 @@ import trio
 from plash.engine.children import discard, unpack_child
 from plash.engine.events import Event, Kind
 from plash.engine.locks import Holds, KeyLock
+from plash.engine.plan import cached_on
 from plash.engine.scheduler import first_error, limit
 from plash.store.staging import Staging
 
@@ -62,26 +63,33 @@ async def make_chain(store: Store, specs: list[LayerSpec], parent: int, emit: Em
                      reuse: bool = True) -> int:
     """The image of the chain's last key, with every missing layer of it made; return its id.
 
-    The keys of the missing layers are locked in key order (chains that
-    share layers cannot deadlock: whoever holds a key makes it, the others
-    wait and reuse it); their producers run side by side, and nothing is
-    published until all of them have succeeded, so a failure leaves the
-    store as it was. Every staging dir is discarded on every way out.
-    With reuse=False (a fresh import) a layer is made again unless another
-    process made it while this one waited. With holds, every image the
-    chain returns or reuses is held in use.
+    A layer is there when its key names an image on the chain's image
+    below it (plan.cached_on); from the first missing one up, every layer is
+    made (its parent is new). The keys of the missing layers are locked in
+    key order (chains that share layers cannot deadlock: whoever holds a
+    key makes it, the others wait and reuse it); their producers run side
+    by side, and nothing is published until all of them have succeeded, so
+    a failure leaves the store as it was. Every staging dir is discarded on
+    every way out. With reuse=False (a fresh import, --no-cache) a layer is
+    made again unless another process made it anew while this one waited;
+    the new image replaces the old one under its key. With holds, every
+    image the chain returns or reuses is held in use.
     """
     before = [store.lookup_key(s.key) for s in specs]
-    if reuse and await _usable(before[-1], holds):
-        return before[-1]  # type: ignore[return-value]
+    first = _walk(store, specs, before, reuse, 0, parent)
+    if first[-1] is not None and await _usable(first[-1], holds):
+        return first[-1]
     async with contextlib.AsyncExitStack() as locks:
-        todo = {s.key: s for s, found in zip(specs, before, strict=True) if found is None or not reuse}
+        start = first.index(None) if None in first else len(specs) - 1
+        todo = {s.key: s for s in specs[start:]}
         for key in sorted(todo):
             await locks.enter_async_context(KeyLock(store, key, emit, todo[key].what))
-        again = [store.lookup_key(s.key) for s in specs]
-        if again[-1] is not None and (reuse or again[-1] != before[-1]) and await _usable(again[-1], holds):
+        # below start the layers were there (they are not locked: kept as found); look again above
+        again = first[:start] + _walk(store, specs, before, reuse, start,
+                                       first[start - 1] if start else parent)
+        if again[-1] is not None and await _usable(again[-1], holds):
             return again[-1]
-        missing = [i for i, found in enumerate(again) if found is None or (not reuse and found == before[i])]
+        missing = [i for i, found in enumerate(again) if found is None]
         stagings: dict[int, Staging] = {}
         try:
             async def produce(i: int) -> None:
@@ -111,6 +119,21 @@ async def make_chain(store: Store, specs: list[LayerSpec], parent: int, emit: Em
             for staging in stagings.values():
                 await discard(staging)
     return ids[-1]
+
+
+def _walk(store: Store, specs: list[LayerSpec], before: list[int | None], reuse: bool, start: int,
+          below: int | None) -> list[int | None]:
+    """From specs[start] up, the image to reuse for each (None: make it, and every layer above it).
+
+    Without reuse, only an image other than the one found at first (made
+    meanwhile by another process) is reused.
+    """
+    out: list[int | None] = []
+    for i in range(start, len(specs)):
+        found = cached_on(store, specs[i].key, below)
+        below = found if found is not None and (reuse or found != before[i]) else None
+        out.append(below)
+    return out
 
 
 class Download:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from plash.errors import PlashError
+from plash.errors import NoImage, PlashError
 from plash.lang.hashpath import sha256
 from plash.lang.macros import HINT
 from plash.lang.tokens import unquote_words
@@ -58,6 +58,7 @@ class Kinds:
     URL = "url"
     DOCKER = "docker"  # a registry reference, oci:DIR[:TAG] or docker-archive:FILE
     IMPORTED = frozenset((TARBALL, DEBOOTSTRAP, LXC, URL, DOCKER))  # made by an import
+    PULLED = IMPORTED - {TARBALL}  # what --pull looks at again (a tarball's key is its content already)
     ALL = IMPORTED | {ID, MAP}
 
 
@@ -143,17 +144,38 @@ def layer_keys(base_key: str, layers: list[RawLayer]) -> list[Layer]:
     return out
 
 
+def cached_on(store: Store, key: str, parent: int | None) -> int | None:
+    """The image recorded for key if it sits on parent, else None (as for parent None).
+
+    A key names a layer's text on its parent's key, but the image under it
+    is only this build's layer when it was made on this build's parent: once
+    the parent key points at a newer image (--pull found a new base, or
+    --no-cache made the parent again), the layers made on the old one are
+    stale, and are made again on the new one.
+    """
+    found = store.lookup_key(key) if parent is not None else None
+    if found is None:
+        return None
+    try:
+        return found if store.parent(found) == parent else None
+    except NoImage:  # removed meanwhile
+        return None
+
+
 class Prepared:
     """A build's plan against one store: the base, the layers, which are cached, and where steps run.
 
     cwd is the directory build steps start in when it exists inside the image
     (the caller's, or a plash executable's own); it is not part of any key.
+    no_cache: its layers are made again, whatever is cached; pull: its base
+    is imported again if its source changed (see build_jobs).
     """
 
     def __init__(self, source: Source, base_id: int | None, base_key: str, layers: list[Layer],
-                 ids: list[int | None], cwd: str = "/") -> None:
+                 ids: list[int | None], cwd: str = "/", no_cache: bool = False, pull: bool = False) -> None:
         self.source, self.base_id, self.base_key = source, base_id, base_key
         self.layers, self.ids, self.cwd = layers, ids, cwd
+        self.no_cache, self.pull = no_cache, pull
 
     @property
     def complete(self) -> bool:
@@ -185,19 +207,25 @@ def resolve_source(store: Store, source: Source | None) -> tuple[int | None, str
     return store.lookup_key(key), key
 
 
-def prepare(store: Store, lines: list[tuple[str, Where]], cwd: str | None = None) -> Prepared:
-    """The plan of a build script: what is cached already is found here, synchronously (no trio)."""
+def prepare(store: Store, lines: list[tuple[str, Where]], cwd: str | None = None, no_cache: bool = False,
+            pull: bool = False) -> Prepared:
+    """The plan of a build script: what is cached already is found here, synchronously (no trio).
+
+    no_cache: no layer counts as cached; pull: nor does an imported base
+    (its source is looked at again when the build runs).
+    """
     source, raw = split_script(lines)
     base_id, base_key = resolve_source(store, source)
     assert source is not None
+    if pull and source.kind in Kinds.PULLED:
+        base_id = None
     layers = layer_keys(base_key, raw)
     ids: list[int | None] = []
-    parent_ok = base_id is not None
+    parent = None if no_cache else base_id
     for layer in layers:
-        found = store.lookup_key(layer.key) if parent_ok else None
-        ids.append(found)
-        parent_ok = found is not None
-    return Prepared(source, base_id, base_key, layers, ids, cwd or _cwd())
+        parent = cached_on(store, layer.key, parent)
+        ids.append(parent)
+    return Prepared(source, base_id, base_key, layers, ids, cwd or _cwd(), no_cache, pull)
 
 
 def _cwd() -> str:

@@ -30,12 +30,16 @@ if TYPE_CHECKING:
 
 
 def build_jobs(store: Store, prepared: Prepared, emit: Emit, holds: Holds) -> dict[str, Job]:
-    """The DAG of one build; every image it makes or uses is held in holds (the caller closes it)."""
+    """The DAG of one build; every image it makes or uses is held in holds (the caller closes it).
+
+    With prepared.pull the base is imported again if its source changed;
+    with prepared.no_cache every layer is made again.
+    """
     jobs: dict[str, Job] = {}
     base = prepared.base_key
     if prepared.base_id is None:
         async def imported() -> int:
-            image = await import_source(store, prepared.source, base, emit)
+            image = await import_source(store, prepared.source, base, emit, pull=prepared.pull)
             if not await trio.to_thread.run_sync(holds.image, image):
                 raise NoImage(f"the imported base image {image} was removed meanwhile")
             return image
@@ -54,7 +58,8 @@ def build_jobs(store: Store, prepared: Prepared, emit: Emit, holds: Holds) -> di
     total = len(prepared.layers)
     for n, layer in enumerate(prepared.layers, 1):
         async def make(parent_id: int, layer: Layer = layer, n: int = n) -> int:
-            return await build_layer(store, parent_id, layer, n, total, emit, prepared.cwd, holds)
+            return await build_layer(store, parent_id, layer, n, total, emit, prepared.cwd, holds,
+                                     not prepared.no_cache)
 
         jobs[layer.key] = Job(layer.key, (parent,), "step", make, label=f"layer {n}")
         parent = layer.key
@@ -62,13 +67,13 @@ def build_jobs(store: Store, prepared: Prepared, emit: Emit, holds: Holds) -> di
 
 
 async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: int, emit: Emit, cwd: str,
-                      holds: Holds) -> int:
+                      holds: Holds, reuse: bool = True) -> int:
     has_step = bool(layer.shell.strip())  # a layer of hints only needs no container
     what = f"layer {n}/{total} ({layer.where})"
     spec = LayerSpec(layer.key, step_producer(store, parent, layer, f"layer {n}/{total}", what, emit, cwd)
                      if has_step else None, what, meta={**layer.meta, "created_by": [made_by(layer)]},
                      container=has_step)
-    image = await make_layer(store, spec, parent, emit, holds)
+    image = await make_layer(store, spec, parent, emit, holds, reuse)
     testhook.pause("layer-made", str(image))
     return image
 

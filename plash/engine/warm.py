@@ -20,13 +20,18 @@ if TYPE_CHECKING:
 
 def warm(store: Store, files: list[str], parallel: int, keep_going: bool,
          make_emit: Callable[[], Emit], options: config.BuildOptions | None = None) -> list[tuple[str, int | PlashError]]:
-    """Build every file; return (file, image id or the error) in the order given. options: the layer caches."""
+    """Build every file; return (file, image id or the error) in the order given.
+
+    options: the layer caches, --no-cache and --pull (for every file).
+    """
     from plash.lang.macros import expand_file
 
+    options = options or config.BuildOptions()
     plans: dict[str, Prepared | PlashError] = {}
     for f in files:
         try:
-            plans[f] = prepare(store, expand_file(f), cwd=os.path.dirname(os.path.abspath(f)))
+            plans[f] = prepare(store, expand_file(f), os.path.dirname(os.path.abspath(f)), options.no_cache,
+                               options.pull)
         except PlashError as e:
             if not keep_going:
                 raise
@@ -45,12 +50,11 @@ def warm(store: Store, files: list[str], parallel: int, keep_going: bool,
         for p in todo:
             for key, job in build_jobs(store, p, emit, holds).items():
                 dag.setdefault(key, job)  # the same key is the same work: keep one job
-        options = options or config.BuildOptions()
         try:
             if options.cache_from or options.cache_to:
                 from plash.engine.cache import Cache, cached_jobs, run_cached
 
-                cache = Cache(options.cache_from, options.cache_to)
+                cache = Cache(options.cache_from, options.cache_to, options.no_cache)
                 dag = cached_jobs(store, todo, dag, cache, emit)
                 results = run(run_cached, store, dag, config.limits(parallel), keep_going, cache, emit, emit=emit)
             else:

@@ -27,8 +27,15 @@ if TYPE_CHECKING:
 
 
 async def import_source(store: Store, source: Source, key: str, emit: Emit, reuse: bool = True,
-                        insecure: bool = False) -> int:
-    """Import a base image and record it under its key; reuse a recorded one unless told not to."""
+                        insecure: bool = False, pull: bool = False) -> int:
+    """Import a base image and record it under its key; reuse a recorded one unless told not to.
+
+    pull (--pull): look at the source again, and import it if it changed
+    (a registry image: its manifest; a URL: its content); the image under
+    key is kept when it did not. A tarball's key is its content already.
+    """
+    if pull and source.kind != Kinds.TARBALL:
+        reuse = False
     what = f"the {source.kind} image {' '.join(source.args)}"
     first, rest = source.args[0], (source.args[1] if len(source.args) > 1 else None)
     if source.kind == Kinds.DOCKER:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import trio
 
+from plash.engine.events import note
 from plash.engine.fetch import credentials, http, oci
 from plash.engine.fetch.http import JSONObject
 from plash.engine.fetch.oci import Descriptor
@@ -74,12 +75,24 @@ def config_meta(config: object, where: str = "the image config") -> dict[str, li
     return meta
 
 
+def manifest_key(manifest_digest: str) -> str:
+    """The key under which the image of a registry manifest is recorded (by its digest)."""
+    return key_digest("oci-manifest", manifest_digest)
+
+
 async def import_registry(store: Store, ref_text: str, emit: Emit) -> int:
+    """The image of a registry reference; a manifest imported before (same digest) downloads nothing more."""
     ref = oci.parse_ref(ref_text)
     async with http.client() as c:
         reg = oci.Registry(c, ref, credentials.credentials_for(ref.registry, ref.repository))
-        manifest, _ = await reg.manifest()
-        return await import_manifest(store, RegistryBlobs(c, reg), manifest, str(ref), emit)
+        manifest, manifest_digest = await reg.manifest()
+        known = store.lookup_key(manifest_key(manifest_digest))
+        if known is not None:
+            emit(note(f"{ref} is {manifest_digest[:19]}, in the store already: nothing to download"))
+            return known
+        image = await import_manifest(store, RegistryBlobs(c, reg), manifest, str(ref), emit)
+    await trio.to_thread.run_sync(store.record_key, manifest_key(manifest_digest), image)
+    return image
 
 
 async def import_manifest(store: Store, blobs: RegistryBlobs | FileBlobs, manifest: JSONObject, name: str,
