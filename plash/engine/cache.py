@@ -30,7 +30,7 @@ from plash.engine.fetch.credentials import credentials_for
 from plash.engine.imports.blobs import RegistryBlobs
 from plash.engine.imports.oci import LAYER_TYPES, layer_producer
 from plash.engine.layers import LayerSpec, make_chain
-from plash.engine.plan import Kinds, cached_on
+from plash.engine.plan import cached_on
 from plash.engine.push import push_image
 from plash.engine.push.image import CACHE_ANNOTATION, CACHE_META
 from plash.engine.scheduler import Job, run_dag
@@ -192,7 +192,7 @@ def cached_jobs(store: Store, plans: list[Prepared], jobs: dict[str, Job], cache
     extra: dict[str, list[str]] = {}
     for plan in plans:
         keys = [plan.base_key, *(layer.key for layer in plan.layers)]
-        if cache.sources and plan.pull and plan.source.kind in Kinds.PULLED:
+        if cache.sources and plan.pull and plan.source.pullable():
             # --pull: the base is looked at first; an entry is a hit only when it was made on that base
             look = f"cache-from {plan.final_key} pulled"
 

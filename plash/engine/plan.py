@@ -58,7 +58,6 @@ class Kinds:
     URL = "url"
     DOCKER = "docker"  # a registry reference, oci:DIR[:TAG] or docker-archive:FILE
     IMPORTED = frozenset((TARBALL, DEBOOTSTRAP, LXC, URL, DOCKER))  # made by an import
-    PULLED = IMPORTED - {TARBALL}  # what --pull looks at again (a tarball's key is its content already)
     ALL = IMPORTED | {ID, MAP}
 
 
@@ -74,6 +73,14 @@ class Source:
 
     def __repr__(self) -> str:
         return f"Source({self.kind!r}, {self.args!r})"
+
+    def pullable(self) -> bool:
+        """--pull looks at it again: an import its arguments do not pin (a tarball's key is its content already)."""
+        if self.kind in (Kinds.URL, Kinds.LXC):
+            return len(self.args) < 2 or not self.args[1]  # no sha256 given
+        if self.kind == Kinds.DOCKER:
+            return self.args[0].startswith(("oci:", "docker-archive:")) or "@" not in self.args[0]
+        return self.kind == Kinds.DEBOOTSTRAP
 
     def import_key(self) -> str:
         """The cache key of an import: source kind and arguments (tarballs: their content)."""
@@ -217,7 +224,7 @@ def prepare(store: Store, lines: list[tuple[str, Where]], cwd: str | None = None
     source, raw = split_script(lines)
     base_id, base_key = resolve_source(store, source)
     assert source is not None
-    if pull and source.kind in Kinds.PULLED:
+    if pull and source.pullable():
         base_id = None
     layers = layer_keys(base_key, raw)
     ids: list[int | None] = []

@@ -10,12 +10,14 @@ docker-registry behind the counting proxy of test_push.
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
 import pytest
+import rootfs
 from conftest import Plash, make_plash, need
-from servers import Registry
+from servers import Registry, Server
 from test_push import Counting
 
 RANDOM = "cat /proc/sys/kernel/random/uuid > /r"
@@ -214,3 +216,25 @@ def test_no_cache_takes_nothing_from_a_layer_cache(root_plash: Plash, users_base
     got = c("build", "--cache-from", cache, *macros)
     assert got.returncode == 0 and steps_run(got.stderr) == [], got.stderr
     assert c.ok("run", got.stdout.strip(), "cat", "/r") == b.ok("run", again.stdout.strip(), "cat", "/r")
+
+
+def test_pull_of_a_url_keeps_the_base_when_its_content_is_the_same(plash: Plash, busybox_tgz: Path) -> None:
+    server = Server()
+    try:
+        server.state.files["/root.tgz"] = busybox_tgz.read_bytes()
+        macros = ["--from-url", f"{server.url}/root.tgz", "--run", RANDOM]
+        old = plash.ok("build", *macros)
+        same = plash("build", "--pull", *macros)  # fetched and hashed again: the same tarball
+        assert (same.returncode, same.stdout.strip(), steps_run(same.stderr)) == (0, old, []), same.stderr
+        assert server.state.hits["/root.tgz"] == 2 and "is unchanged" in same.stderr
+        assert plash.ok("build", *macros) == old
+        other = io.BytesIO()
+        rootfs.busybox_tar(other, "xz")  # the same tree, another tarball
+        server.state.files["/root.tgz"] = other.getvalue()
+        assert plash.ok("build", *macros) == old and server.state.hits["/root.tgz"] == 2  # no --pull: not looked at
+        changed = plash("build", "--pull", *macros)
+        assert changed.returncode == 0 and len(steps_run(changed.stderr)) == 1, changed.stderr
+        new = changed.stdout.strip()
+        assert new != old and plash.ok("build", *macros) == new
+    finally:
+        server.close()

@@ -32,26 +32,39 @@ async def import_source(store: Store, source: Source, key: str, emit: Emit, reus
 
     pull (--pull): look at the source again, and import it if it changed
     (a registry image: its manifest; a URL: its content); the image under
-    key is kept when it did not. A tarball's key is its content already.
+    key is kept when it did not. A tarball's key is its content already, a
+    source with a digest is pinned: pull changes nothing for them.
     """
-    if pull and source.kind != Kinds.TARBALL:
+    pull = pull and source.pullable()
+    if pull:
         reuse = False
     what = f"the {source.kind} image {' '.join(source.args)}"
     first, rest = source.args[0], (source.args[1] if len(source.args) > 1 else None)
     if source.kind == Kinds.DOCKER:
         return await _docker(store, first, key, what, emit, reuse)
+    content = url.Content(store, key, emit, pull)  # a download's digest: pulled again, the same one keeps its image
     if source.kind == Kinds.TARBALL:
         produce = tarball.producer(first, emit)
     elif source.kind == Kinds.URL:
-        produce = url.url_producer(first, rest, emit)
+        produce = url.url_producer(first, rest, emit, content)
     elif source.kind == Kinds.LXC:
-        produce = url.lxc_producer(first, rest, insecure, emit)
+        produce = url.lxc_producer(first, rest, insecure, emit, content)
     elif source.kind == Kinds.DEBOOTSTRAP:
         produce = debootstrap.producer(first, rest, emit)
     else:
         raise PlashError(f"cannot import from {source.kind}")  # an image of the store: nothing to import
     meta = {"created_by": [" ".join((source.kind, *source.args))]}
-    return await make_layer(store, LayerSpec(key, produce, what, meta=meta, kind="import"), 0, emit, reuse=reuse)
+    try:
+        image = await make_layer(store, LayerSpec(key, produce, what, meta=meta, kind="import"), 0, emit,
+                                 reuse=reuse)
+    except url.Unchanged as same:
+        image = same.image
+        if store.lookup_key(key) != image:  # the source went back to what it was
+            store.record_key(key, image)
+        return image
+    if content.sha is not None:
+        store.record_key(content.content_key(), image)
+    return image
 
 
 async def _docker(store: Store, ref: str, key: str, what: str, emit: Emit, reuse: bool) -> int:
