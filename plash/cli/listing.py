@@ -74,8 +74,7 @@ def images(fmt: str, tree: bool) -> None:
     if fmt == "json":
         for r in rows:
             out(json.dumps(_row_json(r)))
-        return
-    if tree:
+    elif tree:
         _table([["  " * depth + str(r.id), ",".join(r.names) or "-", _size(r.usage.bytes), _when(r.created),
                  r.source or "-"] for depth, r in listing.tree_order(rows)],
                ["ID", "NAMES", "SIZE", "CREATED", "SOURCE"] if rows else None)
@@ -131,12 +130,12 @@ def history(fmt: str, image: str) -> None:
         for layer in layers:
             out(json.dumps({"id": layer.id, "created_by": layer.created_by, "created": listing.rfc3339(layer.created),
                             "size": layer.usage.bytes}))
-        return
-    rows = [[str(layer.id), _size(layer.usage.bytes), listing.one_line(layer.created_by or "") or "-"]
-            for layer in layers]
-    widths = [max(len(r[i]) for r in rows) for i in range(2)]
-    for r in rows:  # the build text in full: no clipping
-        out(f"{r[0].ljust(widths[0])}  {r[1].rjust(widths[1])}  {r[2]}")
+    else:
+        rows = [[str(layer.id), _size(layer.usage.bytes), listing.one_line(layer.created_by or "") or "-"]
+                for layer in layers]
+        widths = [max(len(r[i]) for r in rows) for i in range(2)]
+        for r in rows:  # the build text in full: no clipping
+            out(f"{r[0].ljust(widths[0])}  {r[1].rjust(widths[1])}  {r[2]}")
     _unreadable_note(sum(layer.usage.unreadable for layer in layers))
 
 
@@ -159,6 +158,7 @@ def df(fmt: str) -> None:
             "total": u.total_bytes,
             "unreadable_dirs": u.unreadable,
         }))
+        _unreadable_note(u.unreadable)
         return
     rows = [["images", str(u.images), _size(u.image_bytes), ""],
             ["temp dirs", str(u.tmp_dirs), _size(u.tmp_bytes), "(tmp/)"]]

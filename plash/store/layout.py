@@ -45,7 +45,7 @@ def parse_image_id(text: str) -> int:
 
 def valid_map_name(name: str) -> bool:
     """Whether name can be a map name: it then names one entry of map/ and nothing outside it."""
-    return bool(name) and name[0] not in ".-" and set(name) <= _MAP_CHARS
+    return 0 < len(name) <= 255 and name[0] not in ".-" and set(name) <= _MAP_CHARS  # 255: NAME_MAX
 
 
 def _being_replaced(name: str) -> bool:
