@@ -341,3 +341,17 @@ def test_a_json_row_per_line_even_for_odd_build_text(plash: Plash, image: str) -
     assert row["id"] == int(top)
     assert len(row["source"]) <= 80 and row["source"].endswith("…")
     assert json.loads(plash.ok("inspect", top))["created_by"].endswith(" y" * 60)
+
+
+def test_images_made_before_created_by_show_what_is_known(root_plash: Plash, busybox_tgz: Path) -> None:
+    plash = root_plash
+    image = plash.import_tar(busybox_tgz)
+    meta = Path(plash.ok("nodepath", image)) / "meta"
+    meta.write_text("".join(line + "\n" for line in meta.read_text().splitlines()
+                            if not line.startswith(("created_by\t", "created\t"))))
+    (row,) = rows(plash)
+    assert (row["source"], row["created"]) == (None, None)
+    assert plash.ok("images").splitlines()[1].split()[4:] == ["-", "-"]
+    info = json.loads(plash.ok("inspect", image))
+    assert (info["created_by"], info["layers"][0]["created_by"]) == (None, None)
+    assert plash.ok("history", image).split()[2] == "-"
