@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
         if not e.errno or debug():
             raise
         from plash.errors import os_message
-        from plash.store.layout import full_store_note
+        from plash.store.space import full_store_note
 
         report(PlashError(os_message(e) + full_store_note()))
         sys.exit(1)

@@ -17,7 +17,8 @@ from plash.errors import ExitStatus, PlashError, StoreError, os_message, report
 from plash.launch import container, userns
 from plash.launch.child import in_namespace, rmtree_anywhere, wait_exit
 from plash.launch.run import image_spec
-from plash.store.layout import Store, full_store_note, open_store
+from plash.store.layout import Store, open_store
+from plash.store.space import full_store_note
 from plash.store.staging import Staging
 
 

@@ -13,6 +13,7 @@ from plash import config
 from plash.actions import existing_store, image_store, store
 from plash.errors import NoImage, PlashError, StoreError
 from plash.launch.child import rmtree_anywhere
+from plash.store import names
 from plash.store.layout import Store
 
 
@@ -44,7 +45,7 @@ def map_key(key: str, image: str | None) -> int | None:
 
 def map_entries() -> dict[str, int]:
     """`map` alone: every name with its image, sorted by name (a missing store has none, and stays missing)."""
-    return Store(config.data_dir()).map_entries()
+    return names.map_entries(Store(config.data_dir()))
 
 
 def clean() -> list[str]:

@@ -7,6 +7,9 @@ eval, help-macros) itself; here is what needs click:
     helps    plash help and plash version; the click commands that render the fast commands' help
     store    commands on the store and its images: init, export-tar, copy, mount, nodepath, map, rm, fsck, sudo...
     images   commands that make images: warm, create, import-tar, import-lxc, import-url, import-docker
+    listing  commands that show what the store holds: images (ls), inspect, history, df
+    push     push an image to a registry, an OCI layout or a docker archive
+    registry login and logout
 
 stdout carries only results (ids, paths, values); everything else goes to stderr.
 """

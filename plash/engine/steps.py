@@ -17,7 +17,7 @@ from plash.engine.layers import LayerSpec, make_layer
 from plash.engine.scheduler import Job
 from plash.errors import NoImage, PlashError
 from plash.launch.stepspec import StepSpec
-from plash.store.layout import full_store_note
+from plash.store.space import full_store_note
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

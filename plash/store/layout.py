@@ -29,8 +29,7 @@ import os
 import stat
 
 from plash.errors import NoImage, PlashError, StoreError
-
-_MAP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.@+-")
+from plash.store.names import valid_map_name
 
 # The file in each image dir whose shared flock marks the image in use.
 INUSE = "inuse"
@@ -41,18 +40,6 @@ def parse_image_id(text: str) -> int:
     if not (text.isascii() and text.isdigit()) or len(text) > 18 or int(text) == 0:
         raise NoImage(f"image must be a positive number, got: {text!r}")
     return int(text)
-
-
-def valid_map_name(name: str) -> bool:
-    """Whether name can be a map name: it then names one entry of map/ and nothing outside it."""
-    return 0 < len(name) <= 255 and name[0] not in ".-" and set(name) <= _MAP_CHARS  # 255: NAME_MAX
-
-
-def _being_replaced(name: str) -> bool:
-    """Whether name is the temporary NAME.PID.RAND.new replace_link renames into place."""
-    parts = name.rsplit(".", 3)
-    return (len(parts) == 4 and parts[3] == "new" and parts[1].isdigit() and len(parts[2]) == 8
-            and set(parts[2]) <= set("0123456789abcdef"))
 
 
 def decode_meta(text: str) -> dict[str, list[str]]:
@@ -292,9 +279,9 @@ class Store:
 
     def lookup_key(self, key: str) -> int | None:
         """The image built for a cache key, if it is still there."""
-        return self._follow(os.path.join(self.keys, key))
+        return self.follow(os.path.join(self.keys, key))
 
-    def _follow(self, link: str) -> int | None:
+    def follow(self, link: str) -> int | None:
         """The image a keys/ or map/ symlink points to, None if missing or dangling."""
         try:
             target = os.readlink(link)
@@ -320,24 +307,10 @@ class Store:
             image = parse_image_id(text)
             self.image_dir(image)
             return image
-        found = self._follow(os.path.join(self.maps, text))
+        found = self.follow(os.path.join(self.maps, text))
         if found is None:
             raise NoImage(f"no image or name: {text}")
         return found
-
-    def map_entries(self) -> dict[str, int]:
-        """Every map name that points to an image, with its id, sorted by name (a missing map/ has none)."""
-        try:
-            names = sorted(os.listdir(self.maps))
-        except OSError:
-            return {}
-        out = {}
-        for name in names:
-            if valid_map_name(name) and not _being_replaced(name):
-                found = self._follow(os.path.join(self.maps, name))
-                if found is not None:
-                    out[name] = found
-        return out
 
     def check_map_name(self, name: str) -> None:
         if not valid_map_name(name):
@@ -348,7 +321,7 @@ class Store:
 
     def map_get(self, name: str) -> int | None:
         self.check_map_name(name)
-        return self._follow(os.path.join(self.maps, name))
+        return self.follow(os.path.join(self.maps, name))
 
     def map_set(self, name: str, image: int) -> None:
         self.check_map_name(name)
@@ -382,21 +355,6 @@ class Store:
         from plash.store.removal import clean_plan
 
         return clean_plan(self)
-
-
-def full_store_note(path: str | None = None) -> str:
-    """'; the store's file system is full (PATH)' when it has (almost) no room left, else ''."""
-    if path is None:
-        from plash import config
-
-        path = config.data_dir()
-    try:
-        st = os.statvfs(path)
-    except OSError:
-        return ""
-    if st.f_bavail * st.f_frsize < 1 << 20 or (st.f_files and st.f_favail == 0):
-        return f"; the store's file system is full ({path})"
-    return ""
 
 
 def open_store(path: str | None = None, create: bool = True) -> Store:

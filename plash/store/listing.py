@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from plash.errors import NoImage
 from plash.store.layout import Store
+from plash.store.names import map_entries
 
 # The longest source shown in a listing (inspect and history show all of it).
 SOURCE_WIDTH = 80
@@ -159,7 +160,7 @@ def _created(meta: dict[str, list[str]]) -> float | None:
 
 def _names_by_image(s: Store) -> dict[int, list[str]]:
     by_image: dict[int, list[str]] = {}
-    for name, image in s.map_entries().items():
+    for name, image in map_entries(s).items():
         by_image.setdefault(image, []).append(name)
     return by_image
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import rootfs
-from conftest import Plash, need
+from conftest import PLASH, Plash, need
 from oci_images import Layout, layer_tar
 from servers import Registry, Server, add_lxc_image
 
@@ -87,7 +87,7 @@ def test_images_on_a_terminal_are_relative_and_human(root_plash: Plash, busybox_
     plash = root_plash
     need(shutil.which("script") is not None, "script (util-linux) is not installed")
     plash.import_tar(busybox_tgz)
-    r = plash.sh(["script", "-qec", "plash images", "/dev/null"], env={"COLUMNS": "200"})
+    r = plash.sh(["script", "-qec", f"{PLASH} images", "/dev/null"], env={"COLUMNS": "200"})
     assert r.returncode == 0, r.stderr
     line = r.stdout.replace("\r", "").splitlines()[1]
     assert re.search(r" (just now|\d+ seconds? ago) ", line), line

@@ -208,6 +208,8 @@ def test_bad_image_ids(root_plash: Plash, busybox_tgz: Path, cmd: str, bad: str)
     assert len(lines) == 1, r.stderr
     if bad == "99999":
         assert lines[0] == "plash error: no image: 99999"
+    elif bad in ("x", "1.5"):  # could be map names
+        assert lines[0] == f"plash error: no image or name: {bad}"
     else:
         assert lines[0] == f"plash error: image must be a positive number, got: {bad!r}"
     assert plash.snapshot() == before
