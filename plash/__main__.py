@@ -69,7 +69,9 @@ def build_command(args: list[str]) -> None:
     build progress; --cache-from REPO looks for missing layers in a layer
     cache (an OCI registry repository) before building them, --cache-to
     REPO pushes the layers built there (both repeatable; PLASH_CACHE_FROM
-    and PLASH_CACHE_TO by default).
+    and PLASH_CACHE_TO by default); --no-cache builds every layer again (the
+    new layers replace the cached ones); --pull checks the base image's
+    source again and imports it if it changed.
     Example: plash build --from-debootstrap bookworm --apt cowsay
 
     Build steps share the host's home (/home, /root), as in the original
@@ -89,7 +91,7 @@ def b_command(args: list[str]) -> list[str]:
     """Build MACROS, then run `plash PLASHCMD <id> ARGS...` (ARGS after --).
 
     `plash -X ...` (any first argument that is an option) means `plash b run -X ...`.
-    The options of build (--quiet, --cache-from, --cache-to) come right after PLASHCMD.
+    The options of build (--quiet, --no-cache, --pull, --cache-from, --cache-to) come right after PLASHCMD.
     """
     if not args:
         raise UsageError("missing PLASHCMD", "plash b PLASHCMD MACROS... [-- ARGS...]")
