@@ -134,8 +134,19 @@ def _from(ctx: Context, call: Call) -> list[str]:
     if arg.isdigit() or arg.isdecimal() or arg.isnumeric():
         return _from_id(ctx, call)
     if ":" not in arg:
-        raise MacroError(call.where, f"--from needs an image id or DISTRO:RELEASE, got {arg!r}")
+        suggested = RELEASES.get(arg.lower())
+        raise MacroError(call.where, f"--from needs an image id or DISTRO:RELEASE, got {arg!r}",
+                         hint=f"give a release: --from {suggested}" if suggested else
+                         "give a release, e.g. --from alpine:edge or --from debian:bookworm; a name of "
+                         "plash map: --from-map NAME")
     return _source("lxc", arg)
+
+
+# A release to suggest when --from names a distribution only (the LXC image server's names).
+RELEASES = {"alpine": "alpine:edge", "debian": "debian:bookworm", "ubuntu": f"ubuntu:{UBUNTU_LTS}",
+            "fedora": f"fedora:{FEDORA_CURRENT}", "centos": f"centos:{CENTOS_CURRENT}",
+            "archlinux": "archlinux:current", "arch": "archlinux:current", "opensuse": "opensuse:tumbleweed",
+            "rockylinux": "rockylinux:9", "almalinux": "almalinux:9", "voidlinux": "voidlinux:current"}
 
 
 @macro("from-id", "base image: an image id of this store", "image sources", 1, 1)

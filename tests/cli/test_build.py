@@ -192,7 +192,20 @@ def test_unreachable_sources_give_one_error_line(plash: Plash) -> None:
         errors = [line for line in r.stderr.splitlines() if line.startswith("plash error:")]
         assert len(errors) == 1, r.stderr
         assert "127.0.0.1:9" in errors[0], r.stderr
+        # in words, never as [Errno 111] or <urlopen error ...>; no hint that cannot help
+        assert errors[0].startswith("plash error: cannot reach 127.0.0.1:9: connection refused"), r.stderr
+        assert "Errno" not in r.stderr and "hint:" not in r.stderr, r.stderr
     assert plash.snapshot() == before
+
+
+def test_a_name_that_does_not_resolve_is_said_in_words(plash: Plash) -> None:
+    plash.ok("init")
+    r = build(plash, "--from-docker", "plash-test.invalid/alpine:edge")  # .invalid never resolves (RFC 2606)
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if line.startswith("plash error:")]
+    assert len(errors) == 1, r.stderr
+    assert errors[0].startswith("plash error: cannot reach plash-test.invalid: name not resolved"), r.stderr
+    assert "Errno" not in r.stderr and "hint:" not in r.stderr
 
 
 def test_ctrl_c_stops_the_build_and_leaves_nothing(plash: Plash, image: str) -> None:

@@ -265,7 +265,7 @@ def test_bad_pushes_are_one_line_and_change_nothing(root_plash: Plash, busybox_t
     for args, words in [
         (["nothere", f"oci:{p.work / 'x'}"], "no image or name: nothere"),
         (["999", f"oci:{p.work / 'x'}"], "no image: 999"),
-        ([top, "127.0.0.1:1/x/y:1"], "cannot connect"),
+        ([top, "127.0.0.1:1/x/y:1"], "plash error: cannot reach 127.0.0.1:1: connection refused"),
         ([top, f"{registry.host}/x/y@sha256:{'0' * 64}"], "cannot push to a digest"),
         (["--compression", "xz", top, f"oci:{p.work / 'x'}"], "xz"),
         (["--created", "yesterday", top, f"oci:{p.work / 'x'}"], "--created"),

@@ -62,6 +62,20 @@ def test_located_errors(argv: list[str], message: str) -> None:
     assert e.value.message == message
 
 
+@pytest.mark.parametrize(("name", "hint"), [
+    ("alpine", "give a release: --from alpine:edge"),
+    ("Debian", "give a release: --from debian:bookworm"),
+    ("arch", "give a release: --from archlinux:current"),
+    ("mybox", "give a release, e.g. --from alpine:edge or --from debian:bookworm; a name of plash map: "
+              "--from-map NAME"),
+])
+def test_from_without_a_release_suggests_one(name: str, hint: str) -> None:
+    with pytest.raises(MacroError) as e:
+        expand_argv(["--from", name])
+    assert e.value.message == f"argument 1: --from needs an image id or DISTRO:RELEASE, got {name!r}"
+    assert e.value.hint == hint
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.one_of(st.sampled_from(["--run", "--from", "-A", "-x", "--\\", "--# c", "--layer", "--nope", "-", "--apt",
                                            "--write-file", "--env", "--hint", "--eval-string", "", "--\\ -y"]),
