@@ -65,8 +65,11 @@ def run_command(args: list[str]) -> None:
 def build_command(args: list[str]) -> None:
     """Build an image from MACROS and print its id (plash --help-macros lists them).
 
-    Cached layers are reused silently. Options come first: --quiet hides
-    build progress; --cache-from REPO looks for missing layers in a layer
+    Cached layers are reused silently. Options come first: --quiet (-q,
+    also among the macros) hides build progress and steps' output but a
+    failed step's; --progress auto|tty|plain|json says how progress is
+    shown (default PLASH_PROGRESS, else auto: tty on a terminal, json: one
+    event per line for CI); --cache-from REPO looks for missing layers in a layer
     cache (an OCI registry repository) before building them, --cache-to
     REPO pushes the layers built there (both repeatable; PLASH_CACHE_FROM
     and PLASH_CACHE_TO by default); --no-cache builds every layer again (the
@@ -91,7 +94,7 @@ def b_command(args: list[str]) -> list[str]:
     """Build MACROS, then run `plash PLASHCMD <id> ARGS...` (ARGS after --).
 
     `plash -X ...` (any first argument that is an option) means `plash b run -X ...`.
-    The options of build (--quiet, --no-cache, --pull, --cache-from, --cache-to) come right after PLASHCMD.
+    The options of build (--quiet, --progress, --no-cache, --pull, --cache-from, --cache-to) come right after PLASHCMD.
     """
     if not args:
         raise UsageError("missing PLASHCMD", "plash b PLASHCMD MACROS... [-- ARGS...]")
@@ -169,7 +172,7 @@ def build_argv(words: list[str]) -> int:
 
     options, macros = split_build_options(words)
     lines = expand_argv(macros)
-    return build(open_store(), lines, _renderer(options.quiet), options=options)
+    return build(open_store(), lines, _renderer(options.quiet, options.progress), options=options)
 
 
 def run_executable(path: str, args: list[str]) -> None:
@@ -193,13 +196,13 @@ def run_executable(path: str, args: list[str]) -> None:
     start(image_spec(store, image, argv))
 
 
-def _renderer(quiet: bool = False) -> Callable[[], Emit]:
+def _renderer(quiet: bool = False, progress: str | None = None) -> Callable[[], Emit]:
     """plash.ui's renderer factory, loaded only when the engine asks for a renderer (a cached build never does)."""
 
     def make() -> Emit:
         from plash.ui import renderer_factory
 
-        return renderer_factory(quiet)()
+        return renderer_factory(quiet, progress)()
 
     return make
 

@@ -81,14 +81,16 @@ class BuildOptions:
     the command line, else from PLASH_CACHE_FROM / PLASH_CACHE_TO (several
     separated by commas or spaces). no_cache: build every layer again (the
     new layers replace the cached ones under their keys); pull: look again
-    at the base image's source and import it when it changed.
+    at the base image's source and import it when it changed. progress:
+    auto, tty, plain or json (None: $PLASH_PROGRESS, else auto).
     """
 
-    __slots__ = ("cache_from", "cache_to", "no_cache", "pull", "quiet")
+    __slots__ = ("cache_from", "cache_to", "no_cache", "progress", "pull", "quiet")
 
     def __init__(self, quiet: bool = False, cache_from: list[str] | None = None,
-                 cache_to: list[str] | None = None, no_cache: bool = False, pull: bool = False) -> None:
-        self.quiet, self.no_cache, self.pull = quiet, no_cache, pull
+                 cache_to: list[str] | None = None, no_cache: bool = False, pull: bool = False,
+                 progress: str | None = None) -> None:
+        self.quiet, self.no_cache, self.pull, self.progress = quiet, no_cache, pull, progress
         self.cache_from = cache_from if cache_from is not None else _env_list("PLASH_CACHE_FROM")
         self.cache_to = cache_to if cache_to is not None else _env_list("PLASH_CACHE_TO")
 
@@ -97,8 +99,10 @@ def _env_list(name: str) -> list[str]:
     return os.environ.get(name, "").replace(",", " ").split()
 
 
-BUILD_FLAGS = ("--quiet", "--no-cache", "--pull")
+BUILD_FLAGS = ("--quiet", "-q", "--no-cache", "--pull")
 BUILD_LISTS = ("--cache-from", "--cache-to")
+QUIET = ("--quiet", "-q")  # accepted among the macros too: no macro is called q, nor takes "-q" as a word
+PROGRESS_MODES = ("auto", "tty", "plain", "json")
 
 
 def split_build_options(args: list[str]) -> tuple[BuildOptions, list[str]]:
@@ -108,10 +112,19 @@ def split_build_options(args: list[str]) -> tuple[BuildOptions, list[str]]:
     the macros (they come first: `plash build --no-cache --from ...`).
     """
     flags, lists = set[str](), {name: list[str]() for name in BUILD_LISTS}
+    progress: str | None = None
     while args:
         word = args[0]
         name, eq, value = word.partition("=")
-        if word in BUILD_FLAGS:
+        if name == "--progress":
+            chosen = value if eq else (args[1] if len(args) > 1 else "")
+            if chosen not in PROGRESS_MODES:
+                from plash.errors import UsageError
+
+                raise UsageError(f"--progress is one of {', '.join(PROGRESS_MODES)}, got {chosen!r}",
+                                 "--progress auto|tty|plain|json")
+            progress, args = chosen, args[1 if eq else 2:]
+        elif word in BUILD_FLAGS:
             flags.add(word)
             args = args[1:]
         elif name in lists and eq:
@@ -126,12 +139,15 @@ def split_build_options(args: list[str]) -> tuple[BuildOptions, list[str]]:
             args = args[2:]
         else:
             break
+    if any(word in QUIET for word in args):
+        flags.add("--quiet")
+        args = [word for word in args if word not in QUIET]
     for word in args:
         name = word.partition("=")[0]
-        if word in BUILD_FLAGS or name in BUILD_LISTS:
+        if word in BUILD_FLAGS or name in (*BUILD_LISTS, "--progress"):
             from plash.errors import PlashError
 
             raise PlashError(f"{name} is an option of the build, not a macro: give it first, "
                              f"before the macros (plash build {name} --from ...)")
-    return BuildOptions("--quiet" in flags, lists["--cache-from"] or None, lists["--cache-to"] or None,
-                        "--no-cache" in flags, "--pull" in flags), args
+    return BuildOptions("--quiet" in flags or "-q" in flags, lists["--cache-from"] or None,
+                        lists["--cache-to"] or None, "--no-cache" in flags, "--pull" in flags, progress), args

@@ -16,7 +16,9 @@ from plash.ui import renderer_factory
 @click.option("-j", "--jobs", "parallel", type=click.IntRange(1, 64), default=2, show_default=True,
               help="build steps run at once")
 @click.option("--keep-going", is_flag=True, help="build all that can be built when one file fails")
-@click.option("--quiet", is_flag=True, help="no progress on stderr")
+@click.option("-q", "--quiet", is_flag=True, help="no progress on stderr (a failed step's output is still shown)")
+@click.option("--progress", type=click.Choice(["auto", "tty", "plain", "json"]), default=None,
+              help="how progress is shown on stderr (default PLASH_PROGRESS, else auto: tty on a terminal)")
 @click.option("--cache-from", "cache_from", multiple=True, metavar="REPO",
               help="a layer cache to look in before building (repeatable; default PLASH_CACHE_FROM)")
 @click.option("--cache-to", "cache_to", multiple=True, metavar="REPO",
@@ -25,8 +27,8 @@ from plash.ui import renderer_factory
               help="build every layer again (the new layers replace the cached ones)")
 @click.option("--pull", is_flag=True, help="look at each base image's source again; import it if it changed")
 @click.argument("files", nargs=-1, required=True)
-def warm(parallel: int, keep_going: bool, quiet: bool, cache_from: tuple[str, ...], cache_to: tuple[str, ...],
-         no_cache: bool, pull: bool, files: tuple[str, ...]) -> None:
+def warm(parallel: int, keep_going: bool, quiet: bool, progress: str | None, cache_from: tuple[str, ...],
+         cache_to: tuple[str, ...], no_cache: bool, pull: bool, files: tuple[str, ...]) -> None:
     """Build many build files or plash executables at once, as one DAG; print `<id> <file>` for each.
 
     Layers they share are built or downloaded once. For CI warm-up.
@@ -36,8 +38,10 @@ def warm(parallel: int, keep_going: bool, quiet: bool, cache_from: tuple[str, ..
     failed = 0
     from plash.config import BuildOptions
 
-    options = BuildOptions(quiet, list(cache_from) or None, list(cache_to) or None, no_cache, pull)
-    for f, result in warm_files(actions.store(), list(files), parallel, keep_going, renderer_factory(quiet), options):
+    options = BuildOptions(quiet, list(cache_from) or None, list(cache_to) or None, no_cache, pull, progress)
+    # steps of several files run side by side: each output line says whose (prefix)
+    sink = renderer_factory(quiet, progress, prefix=True)
+    for f, result in warm_files(actions.store(), list(files), parallel, keep_going, sink, options):
         if isinstance(result, int):
             out(f"{result} {f}")
         else:

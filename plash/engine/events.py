@@ -13,8 +13,10 @@ class Kind(enum.StrEnum):
     DOWNLOAD_PROGRESS = "download-progress"  # done bytes of total
     DOWNLOAD_DONE = "download-done"  # done: the bytes received, verified
     NOTE = "note"  # label: one line for the user
-    STEP_OUTPUT = "step-output"  # label: the step ("layer N/M"); text: one line of its output
-    STEP_DONE = "step-done"
+    # a build step: label names it ("layer N/M (FILE:LINE)"), unique among the run's steps
+    STEP_START = "step-start"  # text: the first line of what it runs
+    STEP_OUTPUT = "step-output"  # text: one line of its output (carriage returns and all)
+    STEP_DONE = "step-done"  # done: its exit status (0: it worked)
 
 
 class Event:

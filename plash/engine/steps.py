@@ -70,7 +70,7 @@ async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: in
                       holds: Holds, reuse: bool = True) -> int:
     has_step = bool(layer.shell.strip())  # a layer of hints only needs no container
     what = f"layer {n}/{total} ({layer.where})"
-    spec = LayerSpec(layer.key, step_producer(store, parent, layer, f"layer {n}/{total}", what, emit, cwd)
+    spec = LayerSpec(layer.key, step_producer(store, parent, layer, what, emit, cwd)
                      if has_step else None, what, meta={**layer.meta, "created_by": [made_by(layer)]},
                      container=has_step)
     image = await make_layer(store, spec, parent, emit, holds, reuse)
@@ -78,17 +78,21 @@ async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: in
     return image
 
 
-def step_producer(store: Store, parent: int, layer: Layer, label: str, what: str, emit: Emit, cwd: str) -> Produce:
+def step_producer(store: Store, parent: int, layer: Layer, what: str, emit: Emit, cwd: str) -> Produce:
     """Run the layer's shell in a container on parent, its changes kept in the staging's upper dir."""
     async def produce(staging: Staging) -> None:
-        emit(note(f"building {what}"))
         step = StepSpec(store.path, parent, layer.shell, staging.path, cwd)
         await trio.to_thread.run_sync(step.write, staging.step_file)
         argv = launcher("step", staging.step_file)
-        if getattr(emit, "wants_output", False):  # a live display: lines go through it
-            code = await run_child(argv, on_line=lambda line: emit(Event(Kind.STEP_OUTPUT, label, text=line)))
-            emit(Event(Kind.STEP_DONE, label))
+        if getattr(emit, "wants_output", False):  # a renderer: lines go through it
+            emit(Event(Kind.STEP_START, what, text=made_by(layer).split("\n", 1)[0]))
+            code = -1
+            try:
+                code = await run_child(argv, on_line=lambda line: emit(Event(Kind.STEP_OUTPUT, what, text=line)))
+            finally:
+                emit(Event(Kind.STEP_DONE, what, done=code))
         else:
+            emit(note(f"building {what}"))
             code = await run_child(argv)
         if code:
             full = full_store_note(store.path)  # before discarding frees the room

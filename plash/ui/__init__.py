@@ -13,16 +13,17 @@ if TYPE_CHECKING:
     from plash.engine.events import Emit
 
 
-def renderer_factory(quiet: bool = False) -> Callable[[], Emit]:
+def renderer_factory(quiet: bool = False, progress: str | None = None, prefix: bool = False) -> Callable[[], Emit]:
     """What the engine calls for its event sink when something is to be built or fetched (and only then).
 
-    The sink draws on this process's stderr: rich bars on a terminal, plain
-    lines otherwise, nothing with quiet.
+    The sink draws on this process's stderr, as progress says (auto, tty,
+    plain or json; None: $PLASH_PROGRESS, else auto), nothing but failures
+    with quiet; prefix: steps run side by side (warm), so their lines say whose.
     """
 
     def make() -> Emit:
         from plash.ui.progress import renderer
 
-        return renderer(quiet)
+        return renderer(quiet, progress, prefix)
 
     return make

@@ -105,8 +105,10 @@ async def resolve(c: httpx.AsyncClient, name: str, insecure: bool = False, diges
         # wrong JSON types or shapes from a hostile or broken server: a message, never a traceback
         failure = FetchError(f"{base}: bad simplestreams catalogue ({e!r:.200})")
     if not (insecure or digest):
+        unreachable = failure.message.startswith("cannot reach ")  # the plain index is on the same server
         raise FetchError(failure.message, status=failure.status,
-                         hint="the plain index has no digests: use --insecure (or give the sha256) to use it")
+                         hint=None if unreachable else
+                         "the plain index has no digests: use --insecure (or give the sha256) to use it")
     for index_name in ("index-user", "index-system"):
         try:
             text = (await get_bytes(c, f"{base}/meta/1.0/{index_name}")).decode()

@@ -55,7 +55,7 @@ async def request(c: httpx.AsyncClient, method: str, url: str | httpx.URL, ok: t
     try:
         r = await c.send(c.build_request(method, url, headers=headers, content=content), stream=True)
     except httpx.ConnectError as e:
-        raise FetchError(http.failure(url, e)) from None
+        raise FetchError(http.failure(str(url), e)) from None
     except (httpx.HTTPError, httpx.InvalidURL) as e:
         raise FetchError(f"{what or method} {_shown(url)}: {http.describe(e)}") from None
     try:
