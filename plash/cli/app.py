@@ -71,7 +71,9 @@ def main(args: list[str], commands: Mapping[str, str | Fast]) -> None:
         raise UsageError("missing arguments", _usage(e.ctx)) from None
     except click.UsageError as e:
         raise UsageError(e.format_message().rstrip("."), _usage(e.ctx)) from None
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:
+        if isinstance(e.__cause__, KeyboardInterrupt):  # Ctrl-C: `plash error: interrupted`, exit 130
+            raise KeyboardInterrupt from None
         raise PlashError("aborted") from None
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)

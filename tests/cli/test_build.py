@@ -217,7 +217,8 @@ def test_ctrl_c_stops_the_build_and_leaves_nothing(plash: Plash, image: str) -> 
         # Ctrl-C reaches the whole foreground process group; plash itself is what must react
         os.kill(own_pid(proc), signal.SIGINT)
         out, err = proc.communicate(timeout=30)
-        assert proc.returncode != 0, err
+        assert proc.returncode == 130, err
+        assert err.splitlines()[-1] == "plash error: interrupted", err
         assert out == ""
         assert exits.running() == [], "the build step outlived plash"
     assert os.listdir(plash.store / "tmp") == []

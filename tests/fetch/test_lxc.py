@@ -145,7 +145,8 @@ def test_ctrl_c_during_download(plash: Plash, server: Server, rootfs_xz: bytes) 
         time.sleep(0.02)
     os.kill(own_pid(proc), signal.SIGINT)  # plash itself (for test users, runuser sits between)
     out, err = proc.communicate(timeout=20)
-    assert proc.returncode != 0, err
+    assert proc.returncode == 130, err
+    assert err.splitlines()[-1] == "plash error: interrupted", err
     assert out == ""
     assert plash.snapshot() == before
 
