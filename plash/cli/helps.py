@@ -65,10 +65,12 @@ def command_list(ctx: click.Context) -> str:
     width = min(36, max(len(u) for u, _ in rows))
     lines = [f"{usage:<{width}}  {what}" for usage, what in rows]
     return "\n".join([
-        "plash is a container build and run tool. Its commands:", "", *lines, "",
+        "plash is a container build and run tool. Build and run in one go, each layer cached:", "",
+        "  plash --from alpine:edge --apk git -- git status   (plash -X... [-- CMD...]: plash b run -X...)",
+        "  ./app.plash ARGS...                                 (a build file starting #!/usr/bin/env plash:",
+        "                                                       builds it and runs its --entrypoint with ARGS)",
+        "", "Its commands:", "", *lines, "",
         "Use plash help CMD to explain one command, plash --help-macros to list the macros.",
-        "plash -X... ARGS [-- CMD...] (a first argument that is an option) builds and runs: plash b run.",
-        "plash PATH ARGS... (a path with a /) runs a build file's --entrypoint.",
     ])
 
 

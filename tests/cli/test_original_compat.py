@@ -75,6 +75,9 @@ def test_help_lists_every_command_on_one_line(plash: Plash) -> None:
         found = [line for line in lines if line.startswith(f"plash {cmd} ") or line == f"plash {cmd}"]
         assert len(found) == 1, (cmd, listing)
         assert "  " in found[0].rstrip(), found  # usage, then what it does
+    # the two forms people type most come first: build-and-run, and a build file run as a program
+    assert any(line.strip().startswith("plash --from alpine:edge --apk git -- git status") for line in lines[:5])
+    assert any(line.strip().startswith("./app.plash ARGS...") for line in lines[:5])
     run = next(line for line in lines if line.startswith("plash run "))
     assert run.startswith("plash run IMAGE [CMD...]  ")
     assert "run CMD in IMAGE" in run
