@@ -161,6 +161,9 @@ COMMANDS: dict[str, str | Fast] = {
     "purge": "plash.cli.store:purge",
     "sudo": "plash.cli.store:sudo",
     "data": "plash.cli.store:data",
+    "completion": "plash.cli.completion:completion",
+    "manpage": "plash.cli.completion:manpage",
+    "__complete": "plash.cli.completion:complete",
 }
 
 

@@ -3,7 +3,8 @@
     unshare --mount python3 tests/newcomer.py CONFIG.json   # as root; prints a JSON list of results
 
 Runs as root in a mount namespace of its own, where a fresh home is bound over
-the test user's home and an empty directory over /usr/local/bin, so nothing it
+the test user's home and empty directories over /usr/local/bin and
+/usr/local/share/man, so nothing it
 installs is seen outside and two test runs at once do not meet. There it:
 
 1. runs `session` as the user in a login bash (the shell the newcomer types
@@ -84,6 +85,9 @@ def main(config_path: str) -> None:
     subprocess.run(["mount", "--make-rprivate", "/"], check=True)
     subprocess.run(["mount", "--bind", cfg["home"], user.pw_dir], check=True)
     subprocess.run(["mount", "--bind", cfg["usr_local_bin"], "/usr/local/bin"], check=True)
+    if cfg.get("usr_local_man"):  # the man page goes there
+        os.makedirs("/usr/local/share/man", exist_ok=True)
+        subprocess.run(["mount", "--bind", cfg["usr_local_man"], "/usr/local/share/man"], check=True)
 
     server = socket.socket(socket.AF_UNIX)
     server.bind(cfg["sock"])

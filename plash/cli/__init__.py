@@ -10,6 +10,7 @@ eval, help-macros) itself; here is what needs click:
     listing  commands that show what the store holds: images (ls), inspect, history, df
     push     push an image to a registry, an OCI layout or a docker archive
     registry login and logout
+    completion  shell completion scripts (and the helper they call) and the man page
 
 stdout carries only results (ids, paths, values); everything else goes to stderr.
 """

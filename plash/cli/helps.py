@@ -61,7 +61,7 @@ def command_list(ctx: click.Context) -> str:
     """Every command on one line, `plash CMD ARGS  what it does`, as the original's plash help."""
     group = _group(ctx)
     commands = [(name, group.get_command(ctx, name)) for name in group.list_commands(ctx)]
-    rows = [(f"plash {name} {_synopsis(cmd)}".rstrip(), _what(cmd)) for name, cmd in commands if cmd]
+    rows = [(f"plash {name} {_synopsis(cmd)}".rstrip(), _what(cmd)) for name, cmd in commands if cmd and not cmd.hidden]
     width = min(36, max(len(u) for u, _ in rows))
     lines = [f"{usage:<{width}}  {what}" for usage, what in rows]
     return "\n".join([

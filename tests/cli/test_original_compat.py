@@ -89,7 +89,7 @@ def test_every_command_is_declared_once() -> None:
     import click
 
     from plash.__main__ import COMMANDS, Fast
-    from plash.cli import app, helps, images, listing, push, registry, store
+    from plash.cli import app, completion, helps, images, listing, push, registry, store
     from plash.cli.app import cli
 
     app.use(COMMANDS)
@@ -100,7 +100,7 @@ def test_every_command_is_declared_once() -> None:
     for name, cmd in found.items():
         if isinstance(COMMANDS[name], Fast):
             assert cmd.callback is None, name  # click only renders a fast command's help
-    defined = [v for m in (helps, images, listing, push, registry, store) for v in vars(m).values()
+    defined = [v for m in (completion, helps, images, listing, push, registry, store) for v in vars(m).values()
                if isinstance(v, click.Command)]
     # an alias (ls for images) names the same command twice
     assert len(defined) == len({where for where in COMMANDS.values() if not isinstance(where, Fast)}), defined

@@ -97,6 +97,7 @@ def test_readme_install_as_a_newcomer(shared_dir: Path, busybox_tgz: Path) -> No
             exe.chmod(0o755)
         subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(home)], check=True)
         (base / "usr-local-bin").mkdir(mode=0o755)
+        (base / "usr-local-man").mkdir(mode=0o755)
         (base / "shim").mkdir(mode=0o755)
         (base / "sock").mkdir(mode=0o700)
         os.chown(base / "sock", user.pw_uid, user.pw_gid)
@@ -104,11 +105,12 @@ def test_readme_install_as_a_newcomer(shared_dir: Path, busybox_tgz: Path) -> No
         newcomer.write_shim(str(base / "shim" / "sudo"), sock)
         config = {
             "user": user.pw_name, "home": str(home), "usr_local_bin": str(base / "usr-local-bin"),
+            "usr_local_man": str(base / "usr-local-man"),
             "sock": sock, "shim_dir": str(base / "shim"),
             # twice: running it again must work too; then plash in the same shell
             "session": f"cd plash && {install} && {install} && plash --version && command -v plash-exec",
             "logins": ["plash --version", "cd proj && ./greet a 'b c'", "cd proj && plash-exec old a 'b c'",
-                       "~/proj/old x", "cd proj && ./old 'p q'"],
+                       "~/proj/old x", "cd proj && ./old 'p q'", "man -w plash"],
         }
         (base / "config.json").write_text(json.dumps(config))
         r = subprocess.run(["unshare", "--mount", sys.executable, newcomer.__file__, str(base / "config.json")],
@@ -127,6 +129,7 @@ def test_readme_install_as_a_newcomer(shared_dir: Path, busybox_tgz: Path) -> No
             "cd proj && plash-exec old a 'b c'": (0, f"<a><b c>{user.pw_dir}/proj\n"),
             "~/proj/old x": (0, f"<x>{user.pw_dir}\n"),
             "cd proj && ./old 'p q'": (0, f"<p q>{user.pw_dir}/proj\n"),
+            "man -w plash": (0, "/usr/local/share/man/man1/plash.1\n"),  # man plash works
         }, errors
     finally:
         subprocess.run(["rm", "-rf", str(base)])
