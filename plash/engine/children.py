@@ -43,7 +43,7 @@ async def run_child(argv: list[str], stdin: int | None = None, stdout: int | Non
 
     stdout defaults to this process's stderr (a child's output is never a
     result). With on_line, its stdout and stderr are read line by line
-    instead. With errors, argv is a launcher's and a failure it reports
+    instead (only stderr when stdout is given). With errors, argv is a launcher's and a failure it reports
     (message and hint) is raised here as a PlashError.
     """
     report_r = report_w = -1
@@ -61,7 +61,7 @@ async def run_child(argv: list[str], stdin: int | None = None, stdout: int | Non
                 code: int = proc.returncode
                 crash = (proc.stderr or b"").decode(errors="replace").strip().splitlines()
             else:
-                code = await _run_lines(argv, on_line)
+                code = await _run_lines(argv, on_line, stdout)
         finally:
             if errors:
                 os.close(report_w)
@@ -79,13 +79,17 @@ async def run_child(argv: list[str], stdin: int | None = None, stdout: int | Non
     return code
 
 
-async def _run_lines(argv: list[str], on_line: Callable[[str], None]) -> int:
-    proc = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT, start_new_session=True)
-    assert proc.stdout is not None
+async def _run_lines(argv: list[str], on_line: Callable[[str], None], stdout: int | None = None) -> int:
+    """Run argv with its output read line by line (with stdout given, that is where stdout goes: stderr is read)."""
+    proc = await trio.lowlevel.open_process(argv, stdin=subprocess.DEVNULL,
+                                            stdout=subprocess.PIPE if stdout is None else stdout,
+                                            stderr=subprocess.STDOUT if stdout is None else subprocess.PIPE,
+                                            start_new_session=True)
+    stream = proc.stdout if stdout is None else proc.stderr
+    assert stream is not None
     try:
         pending = b""
-        while chunk := await proc.stdout.receive_some(65536):
+        while chunk := await stream.receive_some(65536):
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:
                 on_line(line.decode(errors="replace"))
@@ -98,7 +102,7 @@ async def _run_lines(argv: list[str], on_line: Callable[[str], None]) -> int:
             await proc.wait()
         raise
     finally:
-        await proc.stdout.aclose()
+        await stream.aclose()
 
 
 async def unpack_child(root: str, stdin: int, what: str | Callable[[], str], oci: bool = False) -> None:

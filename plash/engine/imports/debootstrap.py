@@ -9,7 +9,7 @@ import trio
 
 from plash import config
 from plash.engine.children import run_child, unpack_child
-from plash.engine.events import note
+from plash.engine.events import Event, Kind, note
 from plash.engine.fetch import http
 from plash.errors import FetchError, PlashError
 from plash.launch.userns import id_ranges, privileged
@@ -33,7 +33,8 @@ def command(suite: str, mirror: str) -> tuple[list[str], bool]:
                 raise PlashError("--from-debootstrap without a subuid range needs fakechroot and fakeroot",
                                  hint="apt-get install fakechroot fakeroot, or give this user a range in /etc/subuid")
             mode = "fakechroot"
-        return ["mmdebstrap", "--quiet", "--variant=minbase", f"--mode={mode}", suite, "-", mirror], True
+        # not --quiet: its stage lines (I: ...) are the progress of a job of minutes
+        return ["mmdebstrap", "--variant=minbase", f"--mode={mode}", suite, "-", mirror], True
     if privileged() and shutil.which("debootstrap"):
         return ["debootstrap", "--variant=minbase", suite, "{dir}", mirror], False
     raise PlashError("--from-debootstrap needs mmdebstrap (or debootstrap, as root) on the host",
@@ -78,7 +79,17 @@ async def debootstrap(suite: str, mirror: str, root: str, emit: Emit) -> None:
 
         async def make() -> None:
             try:
-                codes["make"] = await run_child(argv, stdout=w)
+                if getattr(emit, "wants_output", False):  # its stage lines on a row of their own, as a step's
+                    label = f"{argv[0]} {suite}"
+                    emit(Event(Kind.STEP_START, label, text=" ".join(argv[:4])))
+                    codes["make"] = -1
+                    try:
+                        codes["make"] = await run_child(
+                            argv, stdout=w, on_line=lambda line: emit(Event(Kind.STEP_OUTPUT, label, text=line)))
+                    finally:
+                        emit(Event(Kind.STEP_DONE, label, done=codes["make"]))
+                else:
+                    codes["make"] = await run_child(argv, stdout=w)
             finally:
                 os.close(w)
 
