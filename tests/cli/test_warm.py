@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from pathlib import Path
 
 from conftest import PLASH, Plash
+from procs import Exits, own_pid, wait_for_descendant
 
 
 def write(plash: Plash, name: str, text: str) -> Path:
@@ -58,3 +61,19 @@ def test_many_processes_build_the_same_file_once(plash: Plash, image: str) -> No
     assert logs.splitlines().count("built-by-one") == 1
     assert logs.splitlines().count("second-layer") == 1
     assert "waiting for another plash process" in logs
+
+
+def test_ctrl_c_stops_warm_with_exit_130_and_leaves_nothing(plash: Plash, image: str) -> None:
+    files = [write(plash, f"slow{i}", f"#!/usr/bin/env plash\n--from {image}\n--run\nsleep 300 # {i}\n")
+             for i in range(2)]
+    proc = subprocess.Popen(plash.command([PLASH, "warm", "--progress", "plain", *map(str, files)]),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=plash.work)
+    step = wait_for_descendant(proc.pid, lambda argv: argv[:2] == ["sleep", "300"])  # a step of this warm runs
+    with Exits([step]) as exits:
+        os.kill(own_pid(proc), signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err
+        assert err.splitlines()[-1] == "plash error: interrupted", err
+        assert out == ""
+        assert exits.running() == [], "a step outlived plash warm"
+    assert os.listdir(plash.store / "tmp") == []
