@@ -10,9 +10,10 @@ from conftest import PLASH, Plash, make_plash
 
 from plash.launch import refusals
 
-# Runs as the test user: enter a user namespace mapped to the same ids, set
-# one of its (per-namespace) limits of nested namespaces to 0, then exec
-# plash, which thereby meets a kernel that refuses its unshare with ENOSPC.
+# Runs as the test user: enter a user namespace mapped to the same ids (as a
+# container's user meets it), set one of its (per-namespace) limits of nested
+# namespaces to 0 unless the limit is "-", then exec plash, which thereby
+# meets a kernel that refuses its unshare with ENOSPC.
 REFUSE_NAMESPACES = """
 import ctypes, os, sys
 libc = ctypes.CDLL(None, use_errno=True)
@@ -22,7 +23,8 @@ if libc.unshare(0x10000000) != 0:
 open("/proc/self/setgroups", "w").write("deny")
 open("/proc/self/uid_map", "w").write("%d %d 1" % (uid, uid))
 open("/proc/self/gid_map", "w").write("%d %d 1" % (gid, gid))
-open("/proc/sys/user/" + sys.argv[1], "w").write("0")
+if sys.argv[1] != "-":
+    open("/proc/sys/user/" + sys.argv[1], "w").write("0")
 os.execv(sys.argv[2], sys.argv[2:])
 """
 
@@ -59,28 +61,13 @@ def test_namespaces_refused_give_the_hint_of_their_errno(user: str, limit: str, 
     assert p.ok("run", image, "echo", "back") == "back"
 
 
-# As a container's user meets it: a user namespace that maps only the user's own id,
-# so the user's subordinate range (of /etc/subuid) cannot be mapped below it.
-NESTED = """
-import ctypes, os, sys
-libc = ctypes.CDLL(None, use_errno=True)
-uid, gid = os.getuid(), os.getgid()
-if libc.unshare(0x10000000) != 0:
-    sys.exit("cannot unshare: %d" % ctypes.get_errno())
-open("/proc/self/setgroups", "w").write("deny")
-open("/proc/self/uid_map", "w").write("%d %d 1" % (uid, uid))
-open("/proc/self/gid_map", "w").write("%d %d 1" % (gid, gid))
-os.execv(sys.argv[1], sys.argv[1:])
-"""
-
-
 def test_a_subordinate_range_that_cannot_be_mapped_gives_one_id_and_a_note_once(users_base: Path,
                                                                                 busybox_tgz: Path) -> None:
     p: Plash = make_plash("sub", users_base)
     image = p.import_tar(busybox_tgz)
     python = str(Path(PLASH).parent / "python")
     shown = "cat /proc/self/uid_map; stat -c %u /etc/owned-by-7"
-    first = p.sh([python, "-c", NESTED, PLASH, "run", image, "sh", "-c", shown])
+    first = p.sh([python, "-c", REFUSE_NAMESPACES, "-", PLASH, "run", image, "sh", "-c", shown])
     assert first.returncode == 0, first.stderr
     assert first.stderr.startswith("plash: note: newuidmap/newgidmap cannot map this user's subordinate ids here: "
                                    "the subordinate range is not mapped in this (container's) user namespace; "
@@ -89,6 +76,6 @@ def test_a_subordinate_range_that_cannot_be_mapped_gives_one_id_and_a_note_once(
     uid_map, owner = first.stdout.splitlines()
     assert uid_map.split()[0::2] == ["0", "1"]  # one id, as 0
     assert owner == "65534"  # a subordinate id is nobody here
-    again = p.sh([python, "-c", NESTED, PLASH, "run", image, "sh", "-c", shown])
+    again = p.sh([python, "-c", REFUSE_NAMESPACES, "-", PLASH, "run", image, "sh", "-c", shown])
     assert (again.returncode, again.stdout, again.stderr) == (0, first.stdout, "")  # said once per store
     assert p.ok("run", image, "stat", "-c", "%u", "/etc/owned-by-7") == "7"  # outside, the range is there again
