@@ -225,6 +225,21 @@ def test_images_after_an_lxc_import(plash: Plash, lxc_server: Server) -> None:
     assert json.loads(plash.ok("inspect", r.stdout.strip()))["layers"][0]["created_by"] == "lxc busybox:1"
 
 
+def test_images_after_a_url_import_and_a_url_build(plash: Plash, lxc_server: Server) -> None:
+    path = next(p for p in lxc_server.state.files if p.endswith("rootfs.tar.xz"))
+    url = f"{lxc_server.url}{path}"
+    r = plash("import-url", url)
+    assert r.returncode == 0, r.stderr
+    built = plash.ok("build", "--from-url", url, "--run", "touch /u")
+    found = {row["id"]: row for row in rows(plash)}
+    base = found[int(r.stdout)]["source"]
+    assert len(base) <= 80 and (base == f"url {url}" or (base.endswith("…") and f"url {url}".startswith(base[:-1])))
+    assert found[int(built)]["source"] == "touch /u"
+    assert found[int(built)]["parent"] == int(r.stdout)  # the same download: the build's base is the import
+    info = json.loads(plash.ok("inspect", built))
+    assert [layer["created_by"] for layer in info["layers"]] == [f"url {url}", "touch /u"]  # in full
+
+
 # -- inspect, history, map, df ----------------------------------------------------
 
 

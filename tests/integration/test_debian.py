@@ -6,6 +6,7 @@ test runs, so only the first run on a machine pays for mmdebstrap and apt.
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -44,6 +45,10 @@ def test_debootstrap_and_apt(deb_plash: Plash) -> None:
     again = deb_plash("build", *MAIN_JOB[:4])
     assert (again.stdout.strip(), again.stderr) == (image, "")
     assert "Debian GNU/Linux 12" in deb_plash.ok("run", image, "cat", "/etc/os-release")
+    # what made it, as plash images and inspect tell
+    chain = json.loads(deb_plash.ok("inspect", image))["layers"]
+    assert chain[0]["created_by"].startswith("debootstrap bookworm"), chain
+    assert "apt-get" in chain[-1]["created_by"] and "cowsay" in chain[-1]["created_by"], chain
     # apt works again in a new layer (as the user, through apt's privilege drop)
     r = deb_plash("build", "--from", image, "--apt", "sl", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
