@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import trio
 
-from plash.engine.fetch import http
+from plash.engine.fetch import failures, http
 from plash.errors import FetchError
 
 MONOLITHIC = 16 << 20  # blobs up to this size go in one PUT
@@ -55,9 +55,9 @@ async def request(c: httpx.AsyncClient, method: str, url: str | httpx.URL, ok: t
     try:
         r = await c.send(c.build_request(method, url, headers=headers, content=content), stream=True)
     except httpx.ConnectError as e:
-        raise FetchError(http.failure(str(url), e)) from None
+        raise FetchError(failures.failure(str(url), e)) from None
     except (httpx.HTTPError, httpx.InvalidURL) as e:
-        raise FetchError(f"{what or method} {_shown(url)}: {http.describe(e)}") from None
+        raise FetchError(f"{what or method} {_shown(url)}: {failures.describe(e)}") from None
     try:
         if r.status_code not in ok:
             raise FetchError(f"{what or method} {_shown(url)}: {await _reason(r)}", status=r.status_code)
