@@ -119,10 +119,9 @@ def split_build_options(args: list[str]) -> tuple[BuildOptions, list[str]]:
         if name == "--progress":
             chosen = value if eq else (args[1] if len(args) > 1 else "")
             if chosen not in PROGRESS_MODES:
-                from plash.errors import UsageError
+                from plash.errors import PlashError
 
-                raise UsageError(f"--progress is one of {', '.join(PROGRESS_MODES)}, got {chosen!r}",
-                                 "--progress auto|tty|plain|json")
+                raise PlashError(f"--progress is one of {', '.join(PROGRESS_MODES)}, got {chosen!r}")
             progress, args = chosen, args[1 if eq else 2:]
         elif word in BUILD_FLAGS:
             flags.add(word)

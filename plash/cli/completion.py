@@ -96,6 +96,8 @@ def candidates(words: list[str], index: int) -> list[str]:
             return commands()
         macro_words = before[2:]
     if macro_words is not None:
+        if macro_words and macro_words[-1] == "--progress":
+            return ["auto", "tty", "plain", "json"]
         if macro_words and macro_words[-1] in ("--from", "-f"):
             return images()
         if macro_words and macro_words[-1] == "--from-map":
@@ -107,6 +109,10 @@ def candidates(words: list[str], index: int) -> list[str]:
         return images()
     if command == "help" and len(before) == 1:
         return commands()
+    if command == "completion" and len(before) == 1:
+        return sorted(SCRIPTS)
+    if command == "warm" and before[-1] == "--progress":
+        return ["auto", "tty", "plain", "json"]
     return []
 
 

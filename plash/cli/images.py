@@ -77,7 +77,7 @@ def _check_sha(sha: str | None) -> None:
 @click.option("--dry", is_flag=True, help="print the root file system's URL, do not import")
 @click.option("--insecure", is_flag=True, help="allow the plain index, which has no digests")
 @click.option("--sha256", "sha", help="the digest the root file system must have")
-@click.option("--quiet", is_flag=True, help="no progress on stderr")
+@click.option("-q", "--quiet", is_flag=True, help="no progress on stderr")
 def import_lxc(name: str, dry: bool, insecure: bool, sha: str | None, quiet: bool) -> None:
     """Import DISTRO:RELEASE from the LXC image server ($PLASH_LXC_URL); print the new id.
 
@@ -97,7 +97,7 @@ def import_lxc(name: str, dry: bool, insecure: bool, sha: str | None, quiet: boo
 @click.command()
 @click.argument("url")
 @click.option("--sha256", "sha", help="verify the download against this digest")
-@click.option("--quiet", is_flag=True, help="no progress on stderr")
+@click.option("-q", "--quiet", is_flag=True, help="no progress on stderr")
 def import_url(url: str, sha: str | None, quiet: bool) -> None:
     """Download a root file system tarball and import it; print the new id."""
     from plash.engine import imports
@@ -112,7 +112,7 @@ def import_url(url: str, sha: str | None, quiet: bool) -> None:
 
 @click.command()
 @click.argument("ref")
-@click.option("--quiet", is_flag=True, help="no progress on stderr")
+@click.option("-q", "--quiet", is_flag=True, help="no progress on stderr")
 def import_docker(ref: str, quiet: bool) -> None:
     """Import an OCI/Docker image: [REGISTRY/]NAME[:TAG|@sha256:DIGEST], docker-archive:FILE or oci:DIR[:TAG].
 

@@ -17,7 +17,7 @@ from plash.ui import renderer_factory
 @click.option("--created", metavar="TIME",
               help="the image's date (now, @SECONDS, YYYY-MM-DD[THH:MM:SSZ]); default SOURCE_DATE_EPOCH, else 1970-01-01;"
                    " file times after it are set to it")
-@click.option("--quiet", is_flag=True, help="no progress on stderr")
+@click.option("-q", "--quiet", is_flag=True, help="no progress on stderr")
 @click.argument("image")
 @click.argument("ref")
 def push(compression: str, created: str | None, quiet: bool, image: str, ref: str) -> None:

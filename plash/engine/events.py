@@ -16,7 +16,7 @@ class Kind(enum.StrEnum):
     # a build step: label names it ("layer N/M (FILE:LINE)"), unique among the run's steps
     STEP_START = "step-start"  # text: the first line of what it runs
     STEP_OUTPUT = "step-output"  # text: one line of its output (carriage returns and all)
-    STEP_DONE = "step-done"  # done: its exit status (0: it worked)
+    STEP_DONE = "step-done"  # done: its exit status (0: it worked); text "cancelled": stopped, not failed
 
 
 class Event:

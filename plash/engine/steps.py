@@ -89,8 +89,11 @@ def step_producer(store: Store, parent: int, layer: Layer, what: str, emit: Emit
             code = -1
             try:
                 code = await run_child(argv, on_line=lambda line: emit(Event(Kind.STEP_OUTPUT, what, text=line)))
-            finally:
-                emit(Event(Kind.STEP_DONE, what, done=code))
+            except BaseException:
+                # stopped (Ctrl-C, or another job of the run failed): not a failure of its own
+                emit(Event(Kind.STEP_DONE, what, done=-1, text="cancelled"))
+                raise
+            emit(Event(Kind.STEP_DONE, what, done=code))
         else:
             emit(note(f"building {what}"))
             code = await run_child(argv)

@@ -325,6 +325,9 @@ class Store:
 
     def map_set(self, name: str, image: int) -> None:
         self.check_map_name(name)
+        if name.isdigit():  # an image argument of digits is always an id: such a name could never be used
+            raise PlashError(f"invalid map name: {name!r} (digits alone are an image id)",
+                             hint="use a name with a letter in it")
         self.image_dir(image)
         self.replace_link(f"../index/{image}", os.path.join(self.maps, name))
 

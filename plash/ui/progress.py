@@ -65,7 +65,7 @@ class Sink:
             return 0.0
         if e.kind == "step-output":
             self.kept.setdefault(e.label, collections.deque(maxlen=KEPT_LINES)).append(latest(e.text))
-        if e.kind == "step-done" and e.done:
+        if e.kind == "step-done" and e.done and e.text != "cancelled":
             self.failed.append(e.label)
         since = self.started.get(e.label, now)
         if e.kind in ("download-done", "step-done"):
@@ -89,12 +89,17 @@ class Sink:
         pass
 
 
+def ended(e: Event) -> str:
+    """How a step-done event's step ended: built, failed or cancelled."""
+    return "cancelled" if e.text == "cancelled" else "failed" if e.done else "built"
+
+
 class Quiet(Sink):
     """Nothing but what a failure needs: a failed step's last lines."""
 
     def __call__(self, e: Event) -> None:
         self.track(e)
-        if e.kind == "step-done" and e.done:
+        if e.kind == "step-done" and ended(e) == "failed":
             _write("\n".join(self.failures()[-(KEPT_LINES + 1):]))
             self.failed.clear()
 
@@ -116,8 +121,8 @@ class Plain(Sink):
             _write(f"plash: building {e.label}")
         elif e.kind == "step-output":
             _write(f"[{e.label}] {latest(e.text)}" if self.prefix else latest(e.text))
-        elif e.kind == "step-done" and self.prefix:
-            _write(f"plash: {'built' if not e.done else 'failed:'} {e.label} ({secs:.1f}s)")
+        elif e.kind == "step-done":
+            _write(f"plash: {ended(e)} {e.label} ({secs:.1f}s)")
 
     def close(self) -> None:
         if self.prefix and self.failed:
@@ -142,7 +147,7 @@ class Json(Sink):
             record["line"] = e.label
             record["job"] = None
         if e.kind in ("download-done", "step-done"):
-            record["status"] = "failed" if step and e.done else "done"
+            record["status"] = {"built": "done"}.get(ended(e), ended(e)) if step else "done"
             record["elapsed"] = round(secs, 3)
             if step:
                 record["exit"] = e.done
@@ -214,8 +219,8 @@ class Rich(Sink):
                 self.progress.update(self.tasks[e.label], description=self._row(e.label, line))
         elif e.kind == "step-done" and e.label in self.tasks:
             self.progress.remove_task(self.tasks.pop(e.label))  # its output is above the rows
-            if self.prefix:
-                self.print(f"plash: {'built' if not e.done else 'failed:'} {e.label} ({secs:.1f}s)")
+            if self.prefix or ended(e) != "built":
+                self.print(f"plash: {ended(e)} {e.label} ({secs:.1f}s)")
 
     def _row(self, label: str, line: str) -> str:
         width = max(20, self.console.width - len(label) - 40)

@@ -81,8 +81,8 @@ def test_names_in_a_missing_store(plash: Plash) -> None:
 
 
 def test_numbers_stay_ids(plash: Plash, image: str) -> None:
-    plash.ok("map", "99", image)  # a legal name, which is never looked up for 99
-    assert plash.ok("map", "99") == image
+    r = plash("map", "99", image)  # a name of digits could never be used: refused
+    assert r.returncode == 1 and "digits alone are an image id" in r.stderr
     for args in (["run", "99", "true"], ["parent", "99"], ["inspect", "99"]):
         r = plash(*args)
         assert (r.returncode, r.stderr) == (1, "plash error: no image: 99\n"), args
@@ -128,3 +128,13 @@ def test_run_by_name_stays_fast(plash: Plash, mybox: str) -> None:
     assert r.returncode == 0, r.stderr
     imported = {line.split("|")[-1].strip().split(".")[0] for line in r.stderr.splitlines() if "|" in line}
     assert not imported & {"click", "trio", "rich", "httpx"}, imported
+
+
+def test_a_name_of_digits_alone_is_refused(root_plash: Plash, busybox_tgz: Path) -> None:
+    image = root_plash.import_tar(busybox_tgz)
+    before = root_plash.snapshot()
+    for name in ("5", "0"):
+        r = root_plash("map", name, image)
+        assert (r.returncode, r.stdout) == (1, "")
+        assert r.stderr.splitlines()[0] == f"plash error: invalid map name: '{name}' (digits alone are an image id)"
+    assert root_plash.snapshot() == before

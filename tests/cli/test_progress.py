@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -223,3 +224,24 @@ def test_a_registry_import_and_a_failing_step_on_a_terminal(pane: Pane, root_pla
     assert "about to fail" in after
     assert lines[lines.index("EXIT=1") - 1] == "plash error: build failed at argument 3 (exit 5)", after
     assert not any("0:00:0" in line or "━" in line for line in lines), after  # no row, no bar left over
+
+
+def test_plain_builds_say_when_each_step_ended(plash: Plash, image: str) -> None:
+    r = plash("build", "--progress", "plain", "--from", image, "--run", "echo p1")
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"plash: built layer 1/1 \(argument 3\) \(\d+\.\ds\)", r.stderr.splitlines()[-1]), r.stderr
+
+
+def test_warm_tells_a_cancelled_step_from_a_failed_one(plash: Plash, image: str) -> None:
+    bad = plash.work / "bad"
+    slow = plash.work / "slow"
+    bad.write_text(f"#!/usr/bin/env plash\n--from {image}\n--run\nexit 5\n")
+    slow.write_text(f"#!/usr/bin/env plash\n--from {image}\n--run\nsleep 300\n")
+    r = plash("warm", "--progress", "json", "-j", "2", str(slow), str(bad))
+    assert r.returncode == 1
+    done = {e["job"]: e["status"] for e in events("\n".join(line for line in r.stderr.splitlines()
+                                                          if line.startswith("{"))) if e["kind"] == "step-done"}
+    assert done == {f"layer 1/1 ({bad}:3)": "failed", f"layer 1/1 ({slow}:3)": "cancelled"}, r.stderr
+    r = plash("warm", "--progress", "plain", "-j", "2", str(slow), str(bad))
+    assert f"plash: cancelled layer 1/1 ({slow}:3)" in r.stderr
+    assert "which failed" not in r.stderr.split(f"of layer 1/1 ({bad}:3), which failed:")[-1], r.stderr

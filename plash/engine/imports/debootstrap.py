@@ -82,12 +82,13 @@ async def debootstrap(suite: str, mirror: str, root: str, emit: Emit) -> None:
                 if getattr(emit, "wants_output", False):  # its stage lines on a row of their own, as a step's
                     label = f"{argv[0]} {suite}"
                     emit(Event(Kind.STEP_START, label, text=" ".join(argv[:4])))
-                    codes["make"] = -1
                     try:
                         codes["make"] = await run_child(
                             argv, stdout=w, on_line=lambda line: emit(Event(Kind.STEP_OUTPUT, label, text=line)))
-                    finally:
-                        emit(Event(Kind.STEP_DONE, label, done=codes["make"]))
+                    except BaseException:
+                        emit(Event(Kind.STEP_DONE, label, done=-1, text="cancelled"))
+                        raise
+                    emit(Event(Kind.STEP_DONE, label, done=codes["make"]))
                 else:
                     codes["make"] = await run_child(argv, stdout=w)
             finally:
