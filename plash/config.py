@@ -83,14 +83,17 @@ class BuildOptions:
     new layers replace the cached ones under their keys); pull: look again
     at the base image's source and import it when it changed. progress:
     auto, tty, plain or json (None: $PLASH_PROGRESS, else auto).
+    package_cache: package managers keep their downloads in the store's
+    caches (--no-package-cache: not); like the others, it changes no key.
     """
 
-    __slots__ = ("cache_from", "cache_to", "no_cache", "progress", "pull", "quiet")
+    __slots__ = ("cache_from", "cache_to", "no_cache", "package_cache", "progress", "pull", "quiet")
 
     def __init__(self, quiet: bool = False, cache_from: list[str] | None = None,
                  cache_to: list[str] | None = None, no_cache: bool = False, pull: bool = False,
-                 progress: str | None = None) -> None:
+                 progress: str | None = None, package_cache: bool = True) -> None:
         self.quiet, self.no_cache, self.pull, self.progress = quiet, no_cache, pull, progress
+        self.package_cache = package_cache
         self.cache_from = cache_from if cache_from is not None else _env_list("PLASH_CACHE_FROM")
         self.cache_to = cache_to if cache_to is not None else _env_list("PLASH_CACHE_TO")
 
@@ -99,7 +102,7 @@ def _env_list(name: str) -> list[str]:
     return os.environ.get(name, "").replace(",", " ").split()
 
 
-BUILD_FLAGS = ("--quiet", "-q", "--no-cache", "--pull")
+BUILD_FLAGS = ("--quiet", "-q", "--no-cache", "--pull", "--no-package-cache")
 BUILD_LISTS = ("--cache-from", "--cache-to")
 QUIET = ("--quiet", "-q")  # accepted among the macros too: no macro is called q, nor takes "-q" as a word
 PROGRESS_MODES = ("auto", "tty", "plain", "json")
@@ -149,4 +152,5 @@ def split_build_options(args: list[str]) -> tuple[BuildOptions, list[str]]:
             raise PlashError(f"{name} is an option of the build, not a macro: give it first, "
                              f"before the macros (plash build {name} --from ...)")
     return BuildOptions("--quiet" in flags or "-q" in flags, lists["--cache-from"] or None,
-                        lists["--cache-to"] or None, "--no-cache" in flags, "--pull" in flags, progress), args
+                        lists["--cache-to"] or None, "--no-cache" in flags, "--pull" in flags, progress,
+                        "--no-package-cache" not in flags), args

@@ -19,7 +19,7 @@ from plash.cli import out
 # the commands whose first argument (map: second) is an image
 IMAGE_FIRST = frozenset(("run", "create", "export-tar", "copy", "mount", "with-mount", "nodepath", "parent", "rm",
                          "push", "inspect", "history"))
-BUILD_OPTIONS = ("--quiet", "-q", "--progress", "--no-cache", "--pull", "--cache-from", "--cache-to")
+BUILD_OPTIONS = ("--quiet", "-q", "--progress", "--no-cache", "--pull", "--no-package-cache", "--cache-from", "--cache-to")
 
 BASH = """# plash completion for bash: eval "$(plash completion bash)", or save it in
 # /etc/bash_completion.d/plash (or ~/.local/share/bash-completion/completions/plash)

@@ -142,7 +142,7 @@ def history(fmt: str, image: str) -> None:
 @click.command()
 @FORMAT
 def df(fmt: str) -> None:
-    """Show the store's disk usage: images, temp dirs, other files, and what plash clean would reclaim.
+    """Show the store's disk usage: images, temp dirs, build steps' caches, other files, and what plash clean would reclaim.
 
     Reclaimable are temp dirs whose owner process is gone, image dirs that
     a crash left without an index entry and what a killed purge left.
@@ -153,6 +153,7 @@ def df(fmt: str) -> None:
             "path": u.path,
             "images": {"count": u.images, "bytes": u.image_bytes},
             "tmp": {"count": u.tmp_dirs, "bytes": u.tmp_bytes},
+            "caches": {"count": len(u.caches), "bytes": u.cache_bytes, "names": u.caches},
             "other": u.other,
             "reclaimable": {"count": len(u.reclaimable), "bytes": u.reclaimable_bytes, "paths": u.reclaimable},
             "total": u.total_bytes,
@@ -161,7 +162,9 @@ def df(fmt: str) -> None:
         _unreadable_note(u.unreadable)
         return
     rows = [["images", str(u.images), _size(u.image_bytes), ""],
-            ["temp dirs", str(u.tmp_dirs), _size(u.tmp_bytes), "(tmp/)"]]
+            ["temp dirs", str(u.tmp_dirs), _size(u.tmp_bytes), "(tmp/)"],
+            ["caches", str(len(u.caches)), _size(u.cache_bytes),
+             f"(cache/: {', '.join(u.caches)}; plash clean --caches)" if u.caches else "(cache/)"]]
     rows += [["other", "", _size(b), name] for name, b in u.other.items()]
     rows += [["reclaimable", str(len(u.reclaimable)), _size(u.reclaimable_bytes), "(plash clean)" if u.reclaimable else ""],
              ["total", "", _size(u.total_bytes), u.path]]

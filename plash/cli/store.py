@@ -113,11 +113,31 @@ def rm(image: str) -> None:
 @click.command()
 @click.option("--clean-cache-keys", "--clean-tmp", "--clean-index", "original", is_flag=True, hidden=True,
               help="accepted for scripts written for the original plash; clean always does all of it")
-def clean(original: bool) -> None:
-    """Remove dangling index and map entries, orphaned layers and temp dirs whose owner is gone."""
+@click.option("--caches", is_flag=True, help="also empty the caches of build steps (package downloads, --cache-mount)")
+def clean(original: bool, caches: bool) -> None:
+    """Remove dangling index and map entries, orphaned layers and temp dirs whose owner is gone.
+
+    With --caches, also empty the caches that build steps keep across
+    builds ($PLASH_DATA/cache: apt's, pip's, ... and --cache-mount's); a
+    cache a running step uses is emptied when that step is done.
+    """
     removed = bookkeeping.clean()
     for r in removed:
         click.echo(f"removed {r}", err=True)
+    if caches:
+        from plash.config import data_dir
+        from plash.launch.child import rmtree_anywhere
+        from plash.store import caches as step_caches
+        from plash.store.layout import Store
+        from plash.store.listing import cache_usage, human_size
+
+        def waiting(name: str) -> None:
+            click.echo(f"plash: waiting for a build step using the cache {name}", err=True)
+
+        store = Store(data_dir())
+        sizes = cache_usage(store)
+        for name in step_caches.empty(store, rmtree_anywhere, waiting):
+            click.echo(f"emptied cache {name} ({human_size(sizes[name].bytes) if name in sizes else '?'})", err=True)
 
 
 @click.command()

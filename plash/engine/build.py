@@ -26,10 +26,11 @@ def build(store: Store, lines: list[tuple[str, Where]], make_emit: Callable[[], 
     make_emit gives the sink for engine events (plash/ui renders them); it is
     called only when something has to be built. Steps run in cwd (default:
     this process's) when the image has it. options: the layer caches
-    (default: PLASH_CACHE_FROM / PLASH_CACHE_TO), --no-cache and --pull.
+    (default: PLASH_CACHE_FROM / PLASH_CACHE_TO), --no-cache, --pull and
+    --no-package-cache.
     """
     options = options or config.BuildOptions()
-    prepared = prepare(store, lines, cwd, options.no_cache, options.pull)
+    prepared = prepare(store, lines, cwd, options.no_cache, options.pull, options.package_cache)
     if prepared.complete:
         final = prepared.final_id
         assert final is not None

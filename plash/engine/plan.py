@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 
-from plash.errors import NoImage, PlashError
+from plash.errors import MacroError, NoImage, PlashError
+from plash.lang.caches import hint_of, key_text, step_shell
 from plash.lang.hashpath import sha256
 from plash.lang.macros import HINT
 from plash.lang.tokens import unquote_words
@@ -114,7 +115,8 @@ def split_script(lines: list[tuple[str, Where]]) -> tuple[Source | None, list[Ra
     cur: list[tuple[str, Where]] = []
 
     def flush() -> None:
-        if any(line.strip() for line, _ in cur):
+        # a cache asks for a step to bind it for: alone, it makes no layer
+        if any(line.strip() and hint_of(line) is None for line, _ in cur):
             shell = "\n".join(line for line, _ in cur if not line.startswith(HINT))
             meta: dict[str, list[str]] = {}
             for line, _ in cur:
@@ -142,10 +144,15 @@ def split_script(lines: list[tuple[str, Where]]) -> tuple[Source | None, list[Ra
 
 
 def layer_keys(base_key: str, layers: list[RawLayer]) -> list[Layer]:
+    """The layers with their keys; the caches a layer's step binds are no part of its key (plash.lang.caches)."""
     out = []
     parent = base_key
     for text, shell, meta, where in layers:
-        key = digest("layer", parent, text)
+        try:
+            step_shell(text, package_cache=True)
+        except ValueError as e:
+            raise MacroError(where, str(e)) from None
+        key = digest("layer", parent, key_text(text))
         out.append(Layer(text, shell, meta, key, where))
         parent = key
     return out
@@ -175,14 +182,17 @@ class Prepared:
     cwd is the directory build steps start in when it exists inside the image
     (the caller's, or a plash executable's own); it is not part of any key.
     no_cache: its layers are made again, whatever is cached; pull: its base
-    is imported again if its source changed (see build_jobs).
+    is imported again if its source changed (see build_jobs); package_cache:
+    package managers use the store's caches (plash.lang.caches), not part
+    of any key either.
     """
 
     def __init__(self, source: Source, base_id: int | None, base_key: str, layers: list[Layer],
-                 ids: list[int | None], cwd: str = "/", no_cache: bool = False, pull: bool = False) -> None:
+                 ids: list[int | None], cwd: str = "/", no_cache: bool = False, pull: bool = False,
+                 package_cache: bool = True) -> None:
         self.source, self.base_id, self.base_key = source, base_id, base_key
         self.layers, self.ids, self.cwd = layers, ids, cwd
-        self.no_cache, self.pull = no_cache, pull
+        self.no_cache, self.pull, self.package_cache = no_cache, pull, package_cache
 
     @property
     def complete(self) -> bool:
@@ -215,11 +225,12 @@ def resolve_source(store: Store, source: Source | None) -> tuple[int | None, str
 
 
 def prepare(store: Store, lines: list[tuple[str, Where]], cwd: str | None = None, no_cache: bool = False,
-            pull: bool = False) -> Prepared:
+            pull: bool = False, package_cache: bool = True) -> Prepared:
     """The plan of a build script: what is cached already is found here, synchronously (no trio).
 
     no_cache: no layer counts as cached; pull: nor does an imported base
-    (its source is looked at again when the build runs).
+    (its source is looked at again when the build runs); package_cache:
+    see Prepared.
     """
     source, raw = split_script(lines)
     base_id, base_key = resolve_source(store, source)
@@ -232,7 +243,7 @@ def prepare(store: Store, lines: list[tuple[str, Where]], cwd: str | None = None
     for layer in layers:
         parent = cached_on(store, layer.key, parent)
         ids.append(parent)
-    return Prepared(source, base_id, base_key, layers, ids, cwd or _cwd(), no_cache, pull)
+    return Prepared(source, base_id, base_key, layers, ids, cwd or _cwd(), no_cache, pull, package_cache)
 
 
 def _cwd() -> str:

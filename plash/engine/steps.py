@@ -16,11 +16,15 @@ from plash.engine.imports import import_source
 from plash.engine.layers import LayerSpec, make_layer
 from plash.engine.scheduler import Job
 from plash.errors import NoImage, PlashError
+from plash.lang.caches import step_shell
 from plash.launch.stepspec import StepSpec
+from plash.store import caches
 from plash.store.space import full_store_note
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from plash.engine.events import Emit
     from plash.engine.layers import Produce
     from plash.engine.locks import Holds
@@ -59,7 +63,7 @@ def build_jobs(store: Store, prepared: Prepared, emit: Emit, holds: Holds) -> di
     for n, layer in enumerate(prepared.layers, 1):
         async def make(parent_id: int, layer: Layer = layer, n: int = n) -> int:
             return await build_layer(store, parent_id, layer, n, total, emit, prepared.cwd, holds,
-                                     not prepared.no_cache)
+                                     not prepared.no_cache, prepared.package_cache)
 
         jobs[layer.key] = Job(layer.key, (parent,), "step", make, label=f"layer {n}")
         parent = layer.key
@@ -67,10 +71,10 @@ def build_jobs(store: Store, prepared: Prepared, emit: Emit, holds: Holds) -> di
 
 
 async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: int, emit: Emit, cwd: str,
-                      holds: Holds, reuse: bool = True) -> int:
+                      holds: Holds, reuse: bool = True, package_cache: bool = True) -> int:
     has_step = bool(layer.shell.strip())  # a layer of hints only needs no container
     what = f"layer {n}/{total} ({layer.where})"
-    spec = LayerSpec(layer.key, step_producer(store, parent, layer, what, emit, cwd)
+    spec = LayerSpec(layer.key, step_producer(store, parent, layer, what, emit, cwd, package_cache)
                      if has_step else None, what, meta={**layer.meta, "created_by": [made_by(layer)]},
                      container=has_step)
     image = await make_layer(store, spec, parent, emit, holds, reuse)
@@ -78,33 +82,99 @@ async def build_layer(store: Store, parent: int, layer: Layer, n: int, total: in
     return image
 
 
-def step_producer(store: Store, parent: int, layer: Layer, what: str, emit: Emit, cwd: str) -> Produce:
-    """Run the layer's shell in a container on parent, its changes kept in the staging's upper dir."""
+def step_producer(store: Store, parent: int, layer: Layer, what: str, emit: Emit, cwd: str,
+                  package_cache: bool = True) -> Produce:
+    """Run the layer's shell in a container on parent, its changes kept in the staging's upper dir.
+
+    The caches the layer asks for (plash.lang.caches) are bound for the
+    step and locked while it runs.
+    """
     async def produce(staging: Staging) -> None:
-        step = StepSpec(store.path, parent, layer.shell, staging.path, cwd)
-        await trio.to_thread.run_sync(step.write, staging.step_file)
-        argv = launcher("step", staging.step_file)
-        if getattr(emit, "wants_output", False):  # a renderer: lines go through it
-            emit(Event(Kind.STEP_START, what, text=made_by(layer).split("\n", 1)[0]))
-            code = -1
-            try:
-                code = await run_child(argv, on_line=lambda line: emit(Event(Kind.STEP_OUTPUT, what, text=line)))
-            except BaseException:
-                # stopped (Ctrl-C, or another job of the run failed): not a failure of its own
-                emit(Event(Kind.STEP_DONE, what, done=-1, text="cancelled"))
-                raise
-            emit(Event(Kind.STEP_DONE, what, done=code))
-        else:
-            emit(note(f"building {what}"))
-            code = await run_child(argv)
-        if code:
-            full = full_store_note(store.path)  # before discarding frees the room
-            raise PlashError(f"build failed at {layer.where} (exit {code}){full}")
-        # the step's launcher finishes the staging dir itself; if it could not, do it here
-        if not staging.finished and await run_child(launcher("finish", staging.path)):
-            raise PlashError("cannot clean up the new layer")
+        shell, mounts = step_shell(layer.text, package_cache and LAUNCHER_BINDS)
+        if mounts and not LAUNCHER_BINDS:
+            raise PlashError(f"{layer.where}: --cache-mount needs a launcher that binds caches for a step "
+                             "(plash.launch.stepspec.StepSpec has no binds)")
+        dirs = [await trio.to_thread.run_sync(caches.ensure, store, m.name, m.subdirs) for m in mounts]
+        binds = tuple(zip(dirs, (m.path for m in mounts), strict=True))
+        async with CacheLocks(dirs, [m.name for m in mounts], emit, what):
+            step = step_spec(store.path, parent, shell, staging.path, cwd, binds)
+            await trio.to_thread.run_sync(step.write, staging.step_file)
+            await run_step(store, layer, what, emit, staging)
 
     return produce
+
+
+# Whether the launcher binds the host paths a step spec names (plash.launch.stepspec.StepSpec.binds).
+# Until it does, steps run without caches, and a --cache-mount is refused.
+LAUNCHER_BINDS = "binds" in StepSpec.__slots__
+
+
+def step_spec(store: str, parent: int, shell: str, staging: str, cwd: str,
+              binds: tuple[tuple[str, str], ...]) -> StepSpec:
+    """The launcher's spec of a step; binds: (host dir, path inside) of its caches."""
+    if not binds:
+        return StepSpec(store, parent, shell, staging, cwd)
+    make: Any = StepSpec  # binds is a parameter only where LAUNCHER_BINDS
+    spec: StepSpec = make(store, parent, shell, staging, cwd, binds=binds)
+    return spec
+
+
+class CacheLocks:
+    """The locks of the caches a step binds, taken in name order (no two steps can deadlock), polled (cancellable)."""
+
+    def __init__(self, dirs: list[str], names: list[str], emit: Emit, what: str) -> None:
+        self.order = sorted(zip(names, dirs, strict=True))
+        self.emit, self.what = emit, what
+        self.held: list[caches.CacheLock] = []
+
+    async def __aenter__(self) -> None:
+        try:
+            for name, d in self.order:
+                lock = caches.CacheLock(d)
+                self.held.append(lock)
+                told = False
+                while True:
+                    if lock.try_lock():
+                        break
+                    if not told:
+                        self.emit(note(f"{self.what} waits for another step using the cache {name}"))
+                        told = True
+                    await trio.sleep(0.05)
+        except BaseException:
+            self.release()
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        for lock in self.held:
+            lock.close()
+        self.held.clear()
+
+
+async def run_step(store: Store, layer: Layer, what: str, emit: Emit, staging: Staging) -> None:
+    """Run the step whose spec is written in staging; a failure is a PlashError at the layer's place."""
+    argv = launcher("step", staging.step_file)
+    if getattr(emit, "wants_output", False):  # a renderer: lines go through it
+        emit(Event(Kind.STEP_START, what, text=made_by(layer).split("\n", 1)[0]))
+        code = -1
+        try:
+            code = await run_child(argv, on_line=lambda line: emit(Event(Kind.STEP_OUTPUT, what, text=line)))
+        except BaseException:
+            # stopped (Ctrl-C, or another job of the run failed): not a failure of its own
+            emit(Event(Kind.STEP_DONE, what, done=-1, text="cancelled"))
+            raise
+        emit(Event(Kind.STEP_DONE, what, done=code))
+    else:
+        emit(note(f"building {what}"))
+        code = await run_child(argv)
+    if code:
+        full = full_store_note(store.path)  # before discarding frees the room
+        raise PlashError(f"build failed at {layer.where} (exit {code}){full}")
+    # the step's launcher finishes the staging dir itself; if it could not, do it here
+    if not staging.finished and await run_child(launcher("finish", staging.path)):
+        raise PlashError("cannot clean up the new layer")
 
 
 def made_by(layer: Layer) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 
 from plash.errors import MacroError
+from plash.lang import caches
 from plash.lang.expand import (
     HINT,
     MACROS,
@@ -233,7 +234,7 @@ def _layer(ctx: Context, call: Call) -> list[str] | Located:
 
 
 for _pm in PACKAGE_MANAGERS:
-    MACROS[_pm] = Macro(_pm, Context.install, f"install packages with {_pm}", "package managers")
+    MACROS[_pm] = Macro(_pm, caches.install, f"install packages with {_pm}", "package managers")
 
 
 @macro("defpm", "define a package manager macro NAME; {} in TEMPLATE lines becomes the packages", "package managers", 2)
@@ -349,7 +350,7 @@ def _hint(ctx: Context, call: Call) -> list[str]:
 
 def _shortcut(image: str, pm: str) -> Expander:
     def expand(ctx: Context, call: Call) -> list[str]:
-        return [*_source("lxc", image), *ctx.install(Call(pm, call.args, call.where))]
+        return [*_source("lxc", image), *caches.install(ctx, Call(pm, call.args, call.where))]
 
     return expand
 

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from plash.errors import NoImage
+from plash.store import caches
 from plash.store.layout import Store
 from plash.store.names import map_entries
 
@@ -19,7 +20,7 @@ from plash.store.names import map_entries
 SOURCE_WIDTH = 80
 
 # The store's own entries (see plash.store.layout); anything else at its top is reported by df as other.
-KNOWN_ENTRIES = frozenset(("layer", "index", "map", "keys", "locks", "tmp", "mnt", "lock", "next_id"))
+KNOWN_ENTRIES = frozenset(("layer", "index", "map", "keys", "locks", "tmp", "mnt", "lock", "next_id", caches.CACHE_DIR))
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ class StoreUsage:
     image_bytes: int = 0
     tmp_dirs: int = 0
     tmp_bytes: int = 0
+    caches: dict[str, int] = field(default_factory=dict)  # the build steps' caches (plash.store.caches), by name
     other: dict[str, int] = field(default_factory=dict)  # top-level entries plash does not make, by name
     reclaimable: dict[str, int] = field(default_factory=dict)  # path (relative to the store) -> bytes
     unreadable: int = 0  # dirs that could not be listed (their contents not counted)
@@ -121,8 +123,12 @@ class StoreUsage:
         return sum(self.reclaimable.values())
 
     @property
+    def cache_bytes(self) -> int:
+        return sum(self.caches.values())
+
+    @property
     def total_bytes(self) -> int:
-        return self.image_bytes + self.tmp_bytes + sum(self.other.values()) + sum(
+        return self.image_bytes + self.tmp_bytes + self.cache_bytes + sum(self.other.values()) + sum(
             b for p, b in self.reclaimable.items() if not p.startswith("tmp/"))
 
 
@@ -251,6 +257,9 @@ def store_usage(s: Store) -> StoreUsage:
         usage.tmp_dirs += 1
         usage.tmp_bytes += u.bytes
         unreadable += u.unreadable
+    for name, u in cache_usage(s).items():
+        usage.caches[name] = u.bytes
+        unreadable += u.unreadable
     for rel in _leftover_paths(s):
         u = disk_usage(os.path.join(s.path, rel))
         usage.reclaimable[rel] = u.bytes
@@ -263,6 +272,11 @@ def store_usage(s: Store) -> StoreUsage:
             unreadable += u.unreadable
     usage.unreadable = unreadable
     return usage
+
+
+def cache_usage(s: Store) -> dict[str, Usage]:
+    """The disk usage of each cache of build steps, by name (sorted)."""
+    return {name: disk_usage(caches.path(s, name)) for name in caches.names(s)}
 
 
 def rfc3339(t: float | None) -> str | None:

@@ -174,7 +174,9 @@ def test_build_and_run_forms(plash: Plash, image: str) -> None:
 
 
 def test_eval_and_help_macros(plash: Plash) -> None:
-    assert plash.ok("eval", "--from", "3", "--apt", "a") == "### plash hint: image=id 3\napt-get update\napt-get install -y a"
+    assert plash.ok("eval", "--from", "3", "--apt", "a") == (
+        "### plash hint: image=id 3\n### plash hint: package-cache=apt\napt-get update\napt-get install -y a\n"
+        "### plash hint: package-cache-end=apt")
     listing = plash.ok("--help-macros")
     assert listing == plash.ok("help-macros")
     for name in ("--from-debootstrap", "--write-file", "--hash-path", "-A"):

@@ -128,21 +128,30 @@ def test_expansions() -> None:
     assert ev("-x", "a", "b") == "a\nb"
     assert ev("--inline", "a", "b") == "a b"
     assert ev("--apt") == ""
-    assert ev("--apt", "a", "b c") == "apt-get update\napt-get install -y a 'b c'"
-    assert ev("--apk", "git") == "apk update\napk add git"
-    assert ev("--pip3", "x") == "pip3 install x"
+    # the package managers' lines come between the hints of their cache (plash.lang.caches)
+    assert ev("--apt", "a", "b c") == (
+        "### plash hint: package-cache=apt\napt-get update\napt-get install -y a 'b c'\n"
+        "### plash hint: package-cache-end=apt")
+    assert ev("--apk", "git") == "### plash hint: package-cache=apk\napk update\napk add git\n" \
+                                 "### plash hint: package-cache-end=apk"
+    assert ev("--pip3", "x") == "### plash hint: package-cache=pip3\npip3 install x\n" \
+                                "### plash hint: package-cache-end=pip3"
     assert ev("--defpm", "mypm", "mypm get {}", "--mypm", "a") == "mypm get a"
     assert ev("--layer", "apt", "a", "b") == (
-        "### plash hint: layer\napt-get update\napt-get install -y a\n"
-        "### plash hint: layer\napt-get update\napt-get install -y b")
+        "### plash hint: layer\n### plash hint: package-cache=apt\napt-get update\napt-get install -y a\n"
+        "### plash hint: package-cache-end=apt\n"
+        "### plash hint: layer\n### plash hint: package-cache=apt\napt-get update\napt-get install -y b\n"
+        "### plash hint: package-cache-end=apt")
     assert ev("-l") == "### plash hint: layer"
     assert ev("--write-script", "/s", "echo") == "printf '%s\\n' echo > /s\nchmod 755 /s"
     assert ev("--entrypoint", "git", "status x") == "### plash hint: entrypoint=git 'status x'"
     assert ev("--env", "A", "B") == "### plash hint: env=A\n### plash hint: env=B"
     assert ev("--env-prefix", "LC_") == "### plash hint: env-prefix=LC_"
     assert ev("--hint", "k", "v") == "### plash hint: k=v"
-    assert ev("-A", "git").startswith("### plash hint: image=lxc alpine:edge\napk update")
-    assert ev("-D", "vim").startswith("### plash hint: image=lxc debian:sid\napt-get update")
+    assert ev("-A", "git").startswith("### plash hint: image=lxc alpine:edge\n### plash hint: package-cache=apk\n"
+                                      "apk update")
+    assert ev("-D", "vim").startswith("### plash hint: image=lxc debian:sid\n### plash hint: package-cache=apt\n"
+                                      "apt-get update")
     assert ev("--from-debootstrap", "bookworm") == "### plash hint: image=debootstrap bookworm"
 
 
@@ -206,7 +215,9 @@ def test_eval_string_splits_like_a_posix_shell() -> None:
     assert ev("--eval-string", "--run 'echo from string'") == "echo from string"
     assert ev("--eval-string", "--run \"a  b\" c\\ d --layer -x 'e'\\''f'") == "a  b\nc d\n### plash hint: layer\ne'f"
     assert ev("--eval-string", "--\\ --run\necho hi") == "echo\nhi"  # a literal argument, then split
-    assert ev("--eval-string", "-A git", "--run x") == "### plash hint: image=lxc alpine:edge\napk update\napk add git\nx"
+    assert ev("--eval-string", "-A git", "--run x") == (
+        "### plash hint: image=lxc alpine:edge\n### plash hint: package-cache=apk\napk update\napk add git\n"
+        "### plash hint: package-cache-end=apk\nx")
     assert ev("--eval-string", "", "--run ''") == ""
     assert ev("--run", "a", "--eval-string", "--run '--# no' '--\\ -y' '--\\'") == "a\n-y\n"
 
