@@ -1,9 +1,10 @@
-"""The only module that calls libc through ctypes: unshare, mount, umount, prctl, statfs."""
+"""The only module that calls libc (through _ctypes, ctypes' core): unshare, mount, umount, prctl, statfs."""
 
 from __future__ import annotations
 
-import ctypes
+import _ctypes  # ctypes' own core: the ctypes package costs a millisecond more on every plash run
 import os
+import sys
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUSER = 0x10000000
@@ -18,29 +19,61 @@ MS_PRIVATE = 1 << 18
 MS_SLAVE = 1 << 19
 MNT_DETACH = 2
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.mount.argtypes = (
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_char_p,
-    ctypes.c_ulong,
-    ctypes.c_char_p,
-)
-_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
-_libc.unshare.argtypes = (ctypes.c_int,)
-_libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
+
+# The C types these calls take, declared as ctypes declares its c_int & co.
+class _Int(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "i"
+
+
+class _ULong(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "L"
+
+
+class _Str(_ctypes._SimpleCData):  # type: ignore[type-arg]  # char *, from bytes or None
+    _type_ = "z"
+
+
+class _Char(_ctypes._SimpleCData):  # type: ignore[type-arg]
+    _type_ = "c"
+
+
+class _StatfsBuf(_ctypes.Array):  # type: ignore[type-arg]
+    _type_ = _Char
+    _length_ = 256  # struct statfs is 120 bytes on 64-bit Linux
+
+
+class _Function(_ctypes.CFuncPtr):
+    _flags_ = _ctypes.FUNCFLAG_CDECL | _ctypes.FUNCFLAG_USE_ERRNO
+    _restype_ = _Int
+
+
+class _Libc:
+    _handle = _ctypes.dlopen(None, 0)  # type: ignore[arg-type]  # None: the program itself, libc included
+
+
+def _function(name: str, *argtypes: type) -> _Function:
+    f = _Function((name, _Libc))  # type: ignore[arg-type]  # ctypes takes any object with a _handle
+    f.argtypes = argtypes
+    return f
+
+
+_mount = _function("mount", _Str, _Str, _Str, _ULong, _Str)
+_umount2 = _function("umount2", _Str, _Int)
+_unshare = _function("unshare", _Int)
+_prctl = _function("prctl", _Int, _ULong, _ULong, _ULong, _ULong)
+_statfs = _function("statfs", _Str, _StatfsBuf)
 
 PR_SET_PDEATHSIG = 1
 
 
 def _check(ret: int, what: str) -> None:
     if ret != 0:
-        err = ctypes.get_errno()
+        err = _ctypes.get_errno()
         raise OSError(err, f"{what}: {os.strerror(err)}")
 
 
 def unshare(flags: int) -> None:
-    _check(_libc.unshare(flags), "unshare")
+    _check(_unshare(flags), "unshare")
 
 
 def mount(
@@ -53,24 +86,23 @@ def mount(
     def b(s: str | None) -> bytes | None:
         return None if s is None else os.fsencode(s)
 
-    _check(_libc.mount(b(source), b(target), b(fstype), flags, b(data)), f"mount {target}")
+    _check(_mount(b(source), b(target), b(fstype), flags, b(data)), f"mount {target}")
 
 
 OVERLAYFS_MAGIC = 0x794C7630
-_libc.statfs.argtypes = (ctypes.c_char_p, ctypes.c_void_p)
 
 
 def fs_type(path: str) -> int:
     """The f_type (magic number) of the file system holding path (statfs(2))."""
-    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on 64-bit Linux
-    _check(_libc.statfs(os.fsencode(path), buf), f"statfs {path}")
-    return ctypes.c_long.from_buffer(buf).value  # f_type comes first, a long (__fsword_t)
+    buf = _StatfsBuf()
+    _check(_statfs(os.fsencode(path), buf), f"statfs {path}")
+    return int.from_bytes(bytes(buf)[:8], sys.byteorder, signed=True)  # f_type comes first, a long (__fsword_t)
 
 
 def die_with_parent(sig: int) -> None:
     """Get sig when the parent *thread* ends (so: only for children of single-threaded parents)."""
-    _check(_libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+    _check(_prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
 
 
 def umount(target: str, flags: int = 0) -> None:
-    _check(_libc.umount2(os.fsencode(target), flags), f"umount {target}")
+    _check(_umount2(os.fsencode(target), flags), f"umount {target}")
