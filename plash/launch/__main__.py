@@ -68,7 +68,7 @@ def step(spec: StepSpec, parent: int = 0) -> None:
     # The step runs where the user is (or the executable's directory) when
     # that exists inside the image, as the original did: home is shared.
     cspec = image_spec(store, spec.image, argv, binds=config.BUILD_BINDS, staging=Staging(store, spec.staging),
-                       cwd=spec.cwd, build_step=True)
+                       cwd=spec.cwd, build_step=True, step_binds=spec.binds)
     env = dict(cspec.env)
     if userns.single_mapping():
         # Only uid 0 exists in the namespace: apt's drop to _apt would fail.

@@ -22,6 +22,7 @@ def image_spec(
     staging: Staging | None = None,
     cwd: str | None = None,
     build_step: bool = False,
+    step_binds: tuple[tuple[str, str], ...] = (),
 ) -> ContainerSpec:
     """The ContainerSpec for running argv in an image of the store.
 
@@ -47,6 +48,7 @@ def image_spec(
     for m in meta.get("mount", []):
         src, _, dst = m.partition(":")
         all_binds.append((src, dst or src))
+    all_binds += step_binds
     if cwd is None:
         try:
             cwd = os.getcwd()

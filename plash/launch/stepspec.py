@@ -10,12 +10,18 @@ import json
 
 
 class StepSpec:
-    """Run shell in image of the store at store, changes kept in the staging dir, starting in cwd."""
+    """Run shell in image of the store at store, changes kept in the staging dir, starting in cwd.
 
-    __slots__ = ("cwd", "image", "shell", "staging", "store")
+    binds: (host dir, path inside) pairs bound for this step only (its
+    package caches and --cache-mount dirs), never part of the layer.
+    """
 
-    def __init__(self, store: str, image: int, shell: str, staging: str, cwd: str = "/") -> None:
+    __slots__ = ("binds", "cwd", "image", "shell", "staging", "store")
+
+    def __init__(self, store: str, image: int, shell: str, staging: str, cwd: str = "/",
+                 binds: tuple[tuple[str, str], ...] = ()) -> None:
         self.store, self.image, self.shell, self.staging, self.cwd = store, image, shell, staging, cwd
+        self.binds = binds
 
     def write(self, path: str) -> None:
         with open(path, "w", encoding="utf-8", errors="surrogateescape") as f:
@@ -27,5 +33,6 @@ class StepSpec:
             data = json.load(f)
         if not isinstance(data, dict):
             raise ValueError(f"{path}: not a step spec")
+        binds = tuple((str(src), str(dst)) for src, dst in data.get("binds") or ())
         return cls(str(data["store"]), int(data["image"]), str(data["shell"]), str(data["staging"]),
-                   str(data.get("cwd") or "/"))
+                   str(data.get("cwd") or "/"), binds)
