@@ -20,6 +20,9 @@ from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, cast
 
 from plash.errors import UnpackError, os_message
+from plash.store.inflate import CHUNK, BadStream, GzipReader
+
+__all__ = ["CHUNK", "BadStream", "ReadAhead", "open_decompressed"]
 
 # Limits that hold memory and time for any input (see the module docstring).
 XZ_MEMLIMIT = 130 << 20
@@ -27,12 +30,6 @@ ZSTD_MAX_WINDOW = 1 << 27
 MAX_HEADERS = 1 << 20  # a member's extra headers, at most (see unpack's Header)
 MAX_TRAILING = 16 << 20
 DRAIN_IDLE = 2.0
-
-CHUNK = 1 << 20
-
-
-class BadStream(Exception):
-    """What is wrong with the input, in words for an UnpackError; unpack adds where it happened."""
 
 
 def open_decompressed(raw: BinaryIO) -> ReadAhead:
@@ -42,6 +39,7 @@ def open_decompressed(raw: BinaryIO) -> ReadAhead:
     tar reader: zlib, lzma, bz2 and zstd release the GIL while they work, so
     decompressing overlaps with creating the files (as tar does with a
     separate xz process). Their errors become BadStream, naming the problem.
+    gzip is inflated by zlib-ng where it is installed (see plash.store.inflate).
     """
     # (the casts: typing's BinaryIO does not declare readinto, nor is a file that only reads one)
     buf = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(cast("io.RawIOBase", raw))
@@ -51,11 +49,8 @@ def open_decompressed(raw: BinaryIO) -> ReadAhead:
         raise UnpackError(f"cannot read the tarball: {os_message(e)}") from None
     read: Callable[[], bytes]
     if magic.startswith(b"\x1f\x8b"):
-        import gzip
-        import zlib
-
-        gz = gzip.GzipFile(fileobj=cast("BinaryIO", _Available(buf)), mode="rb")
-        read = _checked(functools.partial(gz.read1, CHUNK), "gzip", (OSError, zlib.error))
+        gz = GzipReader(buf.read1)
+        read = _checked(gz.read, "gzip", (gz.error,))
     elif magic.startswith(b"BZh"):
         import bz2
 
@@ -94,10 +89,7 @@ def _checked(read: Callable[[], bytes], kind: str, errors: tuple[type[Exception]
 
 def _detail(e: Exception) -> str:
     """A decompressor's error message, as the tail of ours."""
-    text = str(e)
-    if text.startswith("Not a gzipped file"):  # what follows the first gzip member, and no second one
-        return "what follows its end is not gzip"
-    text = text.rpartition(": ")[2] or type(e).__name__  # "Error -3 while decompressing data: ...", "zstd ...: ..."
+    text = str(e).rpartition(": ")[2] or type(e).__name__  # "Error -3 while decompressing data: ...", "zstd ...: ..."
     return text[:1].lower() + text[1:] if text[1:2].islower() else text  # "Corrupt input data", not "CRC ..."
 
 
@@ -262,6 +254,7 @@ class ReadAhead:
 
         self.chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=8)
         self.pending = b""
+        self.view = memoryview(self.pending)  # of pending, for take
         self.pos = 0  # in self.pending
         self.offset = 0  # bytes handed out so far
         self.limit: int | None = None  # handing out more than this raises (see Header)
@@ -289,6 +282,7 @@ class ReadAhead:
             self.done = True
             return False
         self.pending, self.pos = got, 0
+        self.view = memoryview(got)
         return True
 
     def read(self, n: int = -1) -> bytes:
@@ -306,6 +300,31 @@ class ReadAhead:
         if self.limit is not None and self.offset > self.limit:
             raise BadStream(f"a tarball member's headers are larger than {MAX_HEADERS >> 20} MiB")
         return data
+
+    def peek(self, n: int) -> bytes:
+        """The next n bytes if the chunk at hand holds them (not handed out); else fewer, maybe none."""
+        if self.pos == len(self.pending) and (self.done or not self._next()):
+            return b""
+        return self.pending[self.pos:self.pos + n]
+
+    def take(self, n: int) -> memoryview:
+        """Up to n bytes of the chunk at hand, as a view (not a copy); empty at the end. For file contents."""
+        if self.pos == len(self.pending) and (self.done or not self._next()):
+            return memoryview(b"")
+        end = min(len(self.pending), self.pos + n)
+        view = self.view[self.pos:end]
+        self.offset += end - self.pos
+        self.pos = end
+        return view
+
+    def skip(self, n: int) -> int:
+        """Pass over up to n bytes of the chunk at hand; how many (0 at the end)."""
+        if self.pos == len(self.pending) and (self.done or not self._next()):
+            return 0
+        k = min(len(self.pending) - self.pos, n)
+        self.pos += k
+        self.offset += k
+        return k
 
     def drain(self) -> None:
         """Read on after the end of the archive, within bounds.
