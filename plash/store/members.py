@@ -12,8 +12,8 @@ import stat
 import tarfile
 
 from plash.errors import UnpackError
-from plash.store.decompress import CHUNK
 from plash.store.rmtree import rmtree_at
+from plash.store.tarstream import TarStream
 from plash.store.whiteouts import (
     OPAQUE,
     WHITEOUT,
@@ -186,7 +186,7 @@ class Unpacker:
         mode = info.mode & 0o7777
         return mode if owned else mode & ~0o6000
 
-    def add(self, tar: tarfile.TarFile, info: tarfile.TarInfo) -> None:
+    def add(self, tar: TarStream, info: tarfile.TarInfo) -> None:
         if len(self.dirs) > 128:
             self._forget_dirs()  # keep open directory fds well below the process limit
         parts = tuple(member_parts(info.name))
@@ -206,7 +206,7 @@ class Unpacker:
         self._add(tar, info, parts, pfd, name)
         self.made.add(parts)
 
-    def _add(self, tar: tarfile.TarFile, info: tarfile.TarInfo, parts: tuple[str, ...], pfd: int, name: str) -> None:
+    def _add(self, tar: TarStream, info: tarfile.TarInfo, parts: tuple[str, ...], pfd: int, name: str) -> None:
         if info.isdir():
             was = self._clear(pfd, name, parts, want_dir=True)
             if stat.S_ISDIR(was):
@@ -230,10 +230,7 @@ class Unpacker:
                 dir_fd=pfd,
             )
             try:
-                src = tar.extractfile(info)
-                if src is not None:
-                    while chunk := src.read(CHUNK):
-                        _write_all(fd, chunk)
+                tar.copy(info, fd)
                 owned = self._own(fd, info)
                 if not simple:
                     os.fchmod(fd, self._mode(info, owned))
@@ -350,9 +347,3 @@ class _PathSet:
         h = hash(parts) & (self.BITS - 1)
         return bool(self.bits[h >> 3] & (1 << (h & 7)))
 
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]

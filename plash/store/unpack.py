@@ -17,9 +17,10 @@ Memory stays bounded (under about 200 MB) whatever the input:
   not exceed MAX_HEADERS (1 MiB);
 - the paths made are remembered in a fixed 2 MiB bitmap.
 
-The modules: decompress (the plain bytes, read ahead), members (the
-writers), whiteouts (OCI's, in overlayfs form); here: the header rules and
-the loop.
+The modules: decompress and inflate (the plain bytes, read ahead),
+tarstream (the members: common headers read there, others by tarfile),
+members (the writers), whiteouts (OCI's, in overlayfs form); here: the
+header rules and the loop.
 
 The end of the archive is where GNU tar sees it: a zero block ends it (and
 what follows is ignored), an archive may end without zero blocks or with a
@@ -39,6 +40,7 @@ from typing import BinaryIO
 from plash.errors import UnpackError, os_message
 from plash.store.decompress import MAX_HEADERS, BadStream, ReadAhead, open_decompressed
 from plash.store.members import Unpacker, member_error, member_parts, shown
+from plash.store.tarstream import EndOfData, TarStream
 
 __all__ = ["member_parts", "unpack"]
 
@@ -112,7 +114,7 @@ def _header_type(reader: ReadAhead, place: _Place) -> type[tarfile.TarInfo]:
 
 
 def _truncated(place: _Place, plain: ReadAhead) -> str:
-    """What tarfile calls "unexpected end of data", said for the member it happened in."""
+    """The archive's early end, said for the member it happened in."""
     member = place.member
     if member is None:
         return "not a valid tarball: it ends early"
@@ -137,20 +139,20 @@ def unpack(stream: BinaryIO, dest: str, oci: bool = False) -> int:
     try:
         plain = open_decompressed(stream)
         try:
-            with tarfile.open(fileobj=plain, mode="r|", tarinfo=_header_type(plain, place)) as tar:  # type: ignore[call-overload]
-                while (info := tar.next()) is not None:
-                    tar.members.clear()  # tarfile keeps every member: memory would grow with the input
-                    place.member, place.inside = info, True
-                    unpacker.add(tar, info)
-                    place.inside = False
-                    place.count += 1
+            tar = TarStream(plain, _header_type(plain, place))
+            while (info := tar.next()) is not None:
+                place.member, place.inside = info, True
+                unpacker.add(tar, info)
+                place.inside = False
+                place.count += 1
             place.ended = True
             plain.drain()
         except BadStream as e:
             raise UnpackError(f"{e}{place}") from None
-        except tarfile.ReadError as e:  # raised by tarfile itself: it found the end of the data too early
-            raise UnpackError(_truncated(place, plain) if str(e) == "unexpected end of data"
-                              else f"not a valid tarball: {e}{place}") from None
+        except EndOfData:
+            raise UnpackError(_truncated(place, plain)) from None
+        except tarfile.ReadError as e:  # raised by tarfile itself
+            raise UnpackError(f"not a valid tarball: {e}{place}") from None
         except (OSError, ValueError, OverflowError) as e:
             if place.member is not None and place.inside:
                 raise member_error(place.member.name, e) from e
