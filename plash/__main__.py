@@ -179,17 +179,20 @@ def build_argv(words: list[str]) -> int:
 
 
 def run_executable(path: str, args: list[str]) -> None:
-    """plash PATH ARGS...: build a plash executable (a build file) and run its entrypoint with ARGS."""
-    from plash.engine.build import build
-    from plash.lang.macros import expand_file
+    """plash PATH ARGS...: build a plash executable (a build file) and run its entrypoint with ARGS.
+
+    A build file run before, unchanged and with all its layers in place, is
+    not read again: plash.store.execmemo remembers its image.
+    """
     from plash.lang.tokens import unquote_words
     from plash.launch.container import start
     from plash.launch.run import image_spec
+    from plash.store import execmemo
 
-    lines = expand_file(path)
     store = open_store()
-    # an executable's steps run in its own directory, whatever the caller's cwd
-    image = build(store, lines, _renderer(), cwd=os.path.dirname(os.path.abspath(path)))
+    image = execmemo.lookup(store, path)
+    if image is None:
+        image = build_executable(store, path)
     entry = store.meta(image).get("entrypoint")
     if not entry:
         raise PlashError(f"{path}: no entrypoint", hint="add a line '--entrypoint CMD' or '--entrypoint-script'")
@@ -197,6 +200,33 @@ def run_executable(path: str, args: list[str]) -> None:
     if "trio" in sys.modules:
         run_afresh([str(image), *argv])
     start(image_spec(store, image, argv))
+
+
+def build_executable(store: Store, path: str) -> int:
+    """Build a plash executable's image; remember it (execmemo) where the answer can be checked without building."""
+    from plash.engine.build import build
+    from plash.engine.plan import Kinds, prepare
+    from plash.lang.expand import MACROS
+    from plash.lang.macros import expand_file, read_build_file
+    from plash.lang.tokens import words_from_file_text
+    from plash.store import execmemo
+
+    try:
+        snap: execmemo.Snapshot | None = execmemo.Snapshot(path)
+    except OSError:
+        snap = None  # expand_file says what is wrong with the file
+    lines = expand_file(path)
+    # an executable's steps run in its own directory, whatever the caller's cwd
+    cwd = os.path.dirname(os.path.abspath(path))
+    image = build(store, lines, _renderer(), cwd=cwd)
+    if snap and execmemo.pure([w[0] for w in words_from_file_text(read_build_file(path), path)], set(MACROS)):
+        done = prepare(store, lines, cwd)
+        if done.complete and done.final_id == image and done.source.kind != Kinds.MAP:
+            checks = [] if done.source.kind == Kinds.ID else [(done.base_key, done.base_id)]
+            keys = [(k, i) for k, i in [*checks, *((layer.key, i) for layer, i in zip(done.layers, done.ids, strict=True))]
+                    if i is not None]
+            execmemo.record(store, snap, image, keys)
+    return image
 
 
 def _renderer(quiet: bool = False, progress: str | None = None) -> Callable[[], Emit]:

@@ -20,7 +20,8 @@ from plash.store.names import map_entries
 SOURCE_WIDTH = 80
 
 # The store's own entries (see plash.store.layout); anything else at its top is reported by df as other.
-KNOWN_ENTRIES = frozenset(("layer", "index", "map", "keys", "locks", "tmp", "mnt", "lock", "next_id", caches.CACHE_DIR))
+KNOWN_ENTRIES = frozenset(("layer", "index", "map", "keys", "locks", "tmp", "mnt", "lock", "next_id", caches.CACHE_DIR,
+                          "memo"))  # "memo": plash.store.execmemo
 
 
 @dataclass(frozen=True)

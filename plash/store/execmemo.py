@@ -1,0 +1,131 @@
+"""A plash executable's remembered answer: the image its build file gave, checked with a readlink per layer.
+
+Running a plash executable whose layers are all built used to mean reading
+and expanding its build file and hashing every layer's key: the macro
+language and the planner, several milliseconds of imports on every start.
+After such a run, `record` writes what the planner found into
+memo/DEV-INODE of the store; `lookup` gives that image again, without
+importing either, while all of these hold:
+
+- the file is the same: same path, device, inode, size, mtime and ctime.
+  A file changed less than SETTLE_NS before is not remembered, so a change
+  within the file system's clock tick cannot go unseen;
+- plash's own expansion code is the same (the stats of the modules that
+  expand macros and make keys: an upgrade may expand a file differently);
+- the file uses only macros whose expansion depends on nothing but its
+  text and directory (PURE_MACROS: not --eval-*, --hash-path,
+  --import-env, --invalidate-layer, --from-tarball, --from-map, stdin, or
+  oci:/docker-archive: sources);
+- every key the planner looked up still names the same image (one readlink
+  each, the checks of plash.engine.plan.cached_on: ids are never reused),
+  and the image is still there.
+
+Anything else gives None, and the caller expands and builds as before. A
+memo that cannot be read or written is no error: it only costs the speed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from plash.errors import NoImage
+from plash.store.layout import Store
+
+VERSION = "plash-memo 1"
+SETTLE_NS = 2_000_000_000
+MEMO_DIR = "memo"
+
+# Macros (by name, dashes stripped) whose expansion is a function of their words and the file's directory.
+PURE_MACROS = frozenset((
+    "from", "f", "from-id", "from-lxc", "from-url", "from-docker", "from-debootstrap",
+    "run", "x", "inline", "layer", "l",
+    "apt", "apk", "yum", "dnf", "pacman", "emerge", "pip", "pip3", "npm", "add-apt-repository",
+    "write-file", "write-script", "cache-mount", "entrypoint", "entrypoint-script", "env", "env-prefix", "mount",
+    "hint", "A", "D", "U", "F", "C", "R", "G",
+))
+# The modules that decide what a build file expands to and what its keys are.
+CODE = ("lang/macros.py", "lang/expand.py", "lang/tokens.py", "lang/caches.py", "lang/hashpath.py", "engine/plan.py")
+
+
+def _file_state(path: str) -> tuple[str, str]:
+    """The memo's name for the file, and the state it must still have."""
+    st = os.stat(path)
+    return f"{st.st_dev}-{st.st_ino}", f"{st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
+
+
+def _code_state() -> str:
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    parts = []
+    for rel in CODE:
+        try:
+            st = os.stat(os.path.join(here, rel))
+            parts.append(f"{st.st_size}.{st.st_mtime_ns}")
+        except OSError:
+            parts.append("-")
+    return ",".join(parts)
+
+
+def pure(words: list[str], known: frozenset[str] | set[str]) -> bool:
+    """Whether a build file's words use only PURE_MACROS (of the known macro names) and no file-based source."""
+    for w in words:
+        if w.startswith(("oci:", "docker-archive:")):
+            return False
+        if w.startswith("-") and not w.startswith("---"):
+            name = w.lstrip("-")
+            if name in known and name not in PURE_MACROS:
+                return False
+    return True
+
+
+class Snapshot:
+    """A build file's identity, taken before it is read (record refuses if it changed meanwhile)."""
+
+    __slots__ = ("name", "path", "state", "taken")
+
+    def __init__(self, path: str) -> None:
+        self.path = os.path.abspath(path)
+        self.name, self.state = _file_state(path)
+        self.taken = time.time_ns()
+
+
+def lookup(store: Store, path: str) -> int | None:
+    """The image recorded for the build file at path, if every check above still holds; else None."""
+    try:
+        name, state = _file_state(path)
+        with open(os.path.join(store.path, MEMO_DIR, name)) as f:
+            lines = f.read().split("\n")
+        if lines[:4] != [VERSION, os.path.abspath(path), state, _code_state()]:
+            return None
+        image = int(lines[4])
+        for line in lines[5:]:
+            if line:
+                key, _, want = line.partition(" ")
+                if os.path.basename(os.readlink(os.path.join(store.keys, key))) != want:
+                    return None
+        store.image_dir(image)
+    except (OSError, ValueError, IndexError, NoImage):
+        return None
+    return image
+
+
+def record(store: Store, snap: Snapshot, image: int, keys: list[tuple[str, int]]) -> None:
+    """Remember image for the file of snap, valid while each (key, id) of keys still holds."""
+    try:
+        name, state = _file_state(snap.path)
+        if name != snap.name or state != snap.state:
+            return  # changed while it was built
+        st = os.stat(snap.path)
+        settle = int(os.environ.get("PLASH_TEST_MEMO_SETTLE_NS", SETTLE_NS))  # tests: 0, rather than waiting
+        if snap.taken - max(st.st_mtime_ns, st.st_ctime_ns) < settle:
+            return  # too fresh: a change in the same clock tick would keep this state
+        text = "\n".join([VERSION, snap.path, state, _code_state(), str(image),
+                          *(f"{k} {i}" for k, i in keys)]) + "\n"
+        memo = os.path.join(store.path, MEMO_DIR)
+        os.makedirs(memo, mode=0o700, exist_ok=True)
+        tmp = os.path.join(memo, f".{name}.{os.getpid()}")
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, os.path.join(memo, name))
+    except OSError:
+        pass
