@@ -162,11 +162,11 @@ def df(fmt: str) -> None:
         _unreadable_note(u.unreadable)
         return
     rows = [["images", str(u.images), _size(u.image_bytes), ""],
-            ["temp dirs", str(u.tmp_dirs), _size(u.tmp_bytes), "(tmp/)"],
-            ["caches", str(len(u.caches)), _size(u.cache_bytes),
-             f"(cache/: {', '.join(u.caches)}; plash clean --caches)" if u.caches else "(cache/)"]]
+            ["temp dirs", str(u.tmp_dirs), _size(u.tmp_bytes), "(tmp/)"]]
     rows += [["other", "", _size(b), name] for name, b in u.other.items()]
     rows += [["reclaimable", str(len(u.reclaimable)), _size(u.reclaimable_bytes), "(plash clean)" if u.reclaimable else ""],
+             ["caches", str(len(u.caches)), _size(u.cache_bytes),
+              f"(cache/: {', '.join(u.caches)}; plash clean --caches)" if u.caches else "(cache/)"],
              ["total", "", _size(u.total_bytes), u.path]]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:

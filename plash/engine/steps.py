@@ -23,8 +23,6 @@ from plash.store.space import full_store_note
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
-
     from plash.engine.events import Emit
     from plash.engine.layers import Produce
     from plash.engine.locks import Holds
@@ -90,33 +88,15 @@ def step_producer(store: Store, parent: int, layer: Layer, what: str, emit: Emit
     step and locked while it runs.
     """
     async def produce(staging: Staging) -> None:
-        shell, mounts = step_shell(layer.text, package_cache and LAUNCHER_BINDS)
-        if mounts and not LAUNCHER_BINDS:
-            raise PlashError(f"{layer.where}: --cache-mount needs a launcher that binds caches for a step "
-                             "(plash.launch.stepspec.StepSpec has no binds)")
+        shell, mounts = step_shell(layer.text, package_cache)
         dirs = [await trio.to_thread.run_sync(caches.ensure, store, m.name, m.subdirs) for m in mounts]
         binds = tuple(zip(dirs, (m.path for m in mounts), strict=True))
         async with CacheLocks(dirs, [m.name for m in mounts], emit, what):
-            step = step_spec(store.path, parent, shell, staging.path, cwd, binds)
+            step = StepSpec(store.path, parent, shell, staging.path, cwd, binds)
             await trio.to_thread.run_sync(step.write, staging.step_file)
             await run_step(store, layer, what, emit, staging)
 
     return produce
-
-
-# Whether the launcher binds the host paths a step spec names (plash.launch.stepspec.StepSpec.binds).
-# Until it does, steps run without caches, and a --cache-mount is refused.
-LAUNCHER_BINDS = "binds" in StepSpec.__slots__
-
-
-def step_spec(store: str, parent: int, shell: str, staging: str, cwd: str,
-              binds: tuple[tuple[str, str], ...]) -> StepSpec:
-    """The launcher's spec of a step; binds: (host dir, path inside) of its caches."""
-    if not binds:
-        return StepSpec(store, parent, shell, staging, cwd)
-    make: Any = StepSpec  # binds is a parameter only where LAUNCHER_BINDS
-    spec: StepSpec = make(store, parent, shell, staging, cwd, binds=binds)
-    return spec
 
 
 class CacheLocks:
