@@ -6,7 +6,7 @@ Memory stays bounded whatever the input (see plash.store.unpack):
 - zstd: windows up to ZSTD_MAX_WINDOW (128 MiB, --long=27), which is also
   the most `zstd -d` accepts without --memory.
 - gzip (32 KiB window) and bzip2 (under 4 MiB) are bounded by design.
-- decompressed data is read at most 8 MiB ahead.
+- decompressed data is read at most 1 MiB ahead (4 chunks of 256 KiB).
 
 After the end of the archive, at most MAX_TRAILING (16 MiB) more are read,
 and no more once DRAIN_IDLE (2 s) pass without data (see ReadAhead.drain).
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import io
+import os
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, cast
 
@@ -30,6 +31,7 @@ ZSTD_MAX_WINDOW = 1 << 27
 MAX_HEADERS = 1 << 20  # a member's extra headers, at most (see unpack's Header)
 MAX_TRAILING = 16 << 20
 DRAIN_IDLE = 2.0
+PIPE_BUFFER = 1 << 20  # the most an unprivileged process may ask for (fs.pipe-max-size)
 
 
 def open_decompressed(raw: BinaryIO) -> ReadAhead:
@@ -41,6 +43,7 @@ def open_decompressed(raw: BinaryIO) -> ReadAhead:
     separate xz process). Their errors become BadStream, naming the problem.
     gzip is inflated by zlib-ng where it is installed (see plash.store.inflate).
     """
+    _widen_pipe(raw)
     # (the casts: typing's BinaryIO does not declare readinto, nor is a file that only reads one)
     buf = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(cast("io.RawIOBase", raw))
     try:
@@ -65,6 +68,23 @@ def open_decompressed(raw: BinaryIO) -> ReadAhead:
     else:
         read = _checked(functools.partial(buf.read1, CHUNK), "", ())  # what a pipe has, without waiting for a full chunk
     return ReadAhead(read)
+
+
+def _widen_pipe(raw: BinaryIO) -> None:
+    """A pipe as input holds PIPE_BUFFER bytes, not 64 KiB: its writer and we wake each other less often.
+
+    With 2 cores busy decompressing and writing files, a writer that must
+    run every 64 KiB keeps the decompressor waiting for input.
+    """
+    import fcntl
+    import stat
+
+    try:
+        fd = raw.fileno()
+        if stat.S_ISFIFO(os.fstat(fd).st_mode):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BUFFER)
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass  # over the user's pipe limit (fs.pipe-user-pages-soft), or not a file: the default size does
 
 
 def _checked(read: Callable[[], bytes], kind: str, errors: tuple[type[Exception], ...]) -> Callable[[], bytes]:
@@ -241,7 +261,7 @@ def _zstd_reader(buf: io.BufferedReader[Any]) -> Callable[[], bytes]:
 
 
 class ReadAhead:
-    """Reads chunks in a daemon thread, a bounded number ahead (at most 8 MB).
+    """Reads chunks in a daemon thread, a bounded number ahead (at most 4, 1 MiB).
 
     Decompressors are read with read1, which hands out what one read of the
     input gave: read, which fills its whole buffer first, would hold back
@@ -252,7 +272,7 @@ class ReadAhead:
         import queue
         import threading
 
-        self.chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=8)
+        self.chunks: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=4)
         self.pending = b""
         self.view = memoryview(self.pending)  # of pending, for take
         self.pos = 0  # in self.pending

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-CHUNK = 1 << 20
+CHUNK = 1 << 18  # 256 KiB: decompressed bytes are handed over in pieces of this size, read ahead 4 of them
 _FEXTRA, _FNAME, _FCOMMENT, _FHCRC = 4, 8, 16, 2
 
 

@@ -1,14 +1,17 @@
 """An OCI image as plash layers: one per OCI layer, shared by key, and an empty top layer for the config.
 
-Layers download side by side (under the process-wide download limit) and
-are unpacked while they stream, each verified against its digest; they
-are published in order, since each is the parent of the next, and only
-when all are verified. The empty top layer carries the image config (Env,
+Layers are unpacked while they download, each verified against its
+digest, one per two cores at a time (see unpack_slots); they are
+published in order, since each is the parent of the next, and only when
+all are verified. The empty top layer carries the image config (Env,
 WorkingDir, Entrypoint/Cmd), so images that share all layers but differ in
 config still share the layers.
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
 
 import trio
 
@@ -129,7 +132,8 @@ async def import_layers(store: Store, blobs: RegistryBlobs | FileBlobs, layers: 
             raise FetchError(f"{name}: unsupported layer type {layer.media_type[:100] or 'none'}")
     meta = config_meta(config, where)
     keys = layer_keys(layers)
-    specs = [LayerSpec(key, layer_producer(blobs, layer, emit), f"layer {key[:12]} of {name}",
+    slots = unpack_slots()
+    specs = [LayerSpec(key, layer_producer(blobs, layer, emit, slots), f"layer {key[:12]} of {name}",
                        meta={"created_by": [f"docker {name} layer {i}/{len(layers)} {layer.digest}"]}, kind="oci")
              for i, (key, layer) in enumerate(zip(keys, layers, strict=True), 1)]
     top = key_digest("oci-config", keys[-1] if keys else "", config_desc.digest)
@@ -138,8 +142,19 @@ async def import_layers(store: Store, blobs: RegistryBlobs | FileBlobs, layers: 
     return await make_chain(store, specs, 0, emit)
 
 
-def layer_producer(blobs: RegistryBlobs | FileBlobs, layer: Descriptor, emit: Emit) -> Produce:
-    """Stream one layer blob into an OCI unpacker, checking its digest and size on the way."""
+def unpack_slots() -> trio.CapacityLimiter:
+    """How many layers of one image are unpacked (and so downloaded) at once: one per two cores.
+
+    An unpacker keeps two cores busy, one thread inflating and one writing
+    the files: more unpackers at once only share the same cores (measured
+    on 2 cores: no faster), and each holds a process's memory.
+    """
+    return trio.CapacityLimiter(max(1, len(os.sched_getaffinity(0)) // 2))
+
+
+def layer_producer(blobs: RegistryBlobs | FileBlobs, layer: Descriptor, emit: Emit,
+                   slots: trio.CapacityLimiter | None = None) -> Produce:
+    """Stream one layer blob into an OCI unpacker, checking its digest and size on the way (in one of slots)."""
     label = blobs.label(layer)
 
     async def produce(staging: Staging) -> None:
@@ -148,6 +163,7 @@ def layer_producer(blobs: RegistryBlobs | FileBlobs, layer: Descriptor, emit: Em
             await blobs.fetch(layer, sink, progress)
             progress.done()
 
-        await unpack_download(staging.upper, fetch, lambda: label, oci=True)
+        async with slots or contextlib.nullcontext():
+            await unpack_download(staging.upper, fetch, lambda: label, oci=True)
 
     return produce
