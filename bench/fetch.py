@@ -1,23 +1,33 @@
-"""Image import speed: plash against podman, skopeo + umoci and tar, side by side in one run.
+"""Image import speed: plash against podman, skopeo and tar, side by side in one run.
 
-    python bench/fetch.py [-n 3] [--rootfs debian.tar]
+    python bench/fetch.py [-n 5] [--rootfs debian.tar] [--only split,bookworm,lxc] [--before PLASH]
 
 A Debian root file system (made with mmdebstrap unless --rootfs gives a
-tarball) is split into a 4-layer OCI image, pushed by skopeo to Debian's
+tarball) is made into two OCI images, pushed by skopeo to Debian's
 docker-registry on 127.0.0.1, and also published as rootfs.tar.xz on an
-LXC-style image server on 127.0.0.1. Then, each from scratch, N times:
+LXC-style image server on 127.0.0.1:
 
-    plash import-docker  vs  podman pull  vs  skopeo copy + umoci unpack
-    plash import-lxc     vs  tar -xJf of the same rootfs.tar.xz
+    split     the rootfs split by path into 4 layers of similar size
+    bookworm  shaped like debian:bookworm and the images built on it: one
+              big base layer (all but /etc and /var) and 3 small layers
 
-Medians and ratios go to stdout. Needs docker-registry and skopeo; umoci and
-podman rows are skipped when those are not installed.
+Then N rounds, each running every case once from scratch (the order turns
+from round to round, so no case always runs first or after the same one):
+
+    plash import-docker  vs  podman pull, skopeo copy (the bytes alone)
+    plash import-lxc     vs  tar -xJf, xz -dc > /dev/null (decompression alone)
+
+With --before, a second plash command (say, an older version) runs in
+the same rounds. Medians and ratios go to stdout. Runs as any user: rows of a tool that
+fails for this user (podman without a subuid range) say so and are left out.
+Needs docker-registry and skopeo.
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import json
 import lzma
 import os
 import shutil
@@ -27,6 +37,7 @@ import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -34,7 +45,11 @@ from oci_images import Layout
 from servers import Registry, Server, add_lxc_image
 
 ARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
-SPLIT = ("usr/share/", "usr/lib/", "usr/")  # members under these go to their own layers, in order
+# members under these prefixes go to layers of their own, in this order (the rest to the last layer)
+SPLIT = ("usr/share/", "usr/lib/", "usr/")
+# members under these go to small layers after the base layer, which holds the rest
+SMALL = ("var/lib/", "var/", "etc/")
+PODMAN = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
 
 
 def debian_tar(path: str | None, work: str) -> bytes:
@@ -45,48 +60,152 @@ def debian_tar(path: str | None, work: str) -> bytes:
     return Path(out).read_bytes()
 
 
-def split_layers(rootfs: bytes) -> list[bytes]:
-    """Split a rootfs tarball into layers by path prefix (dirs go where their members are)."""
-    bufs = [io.BytesIO() for _ in range(len(SPLIT) + 1)]
+def split_layers(rootfs: bytes, prefixes: tuple[str, ...], base_first: bool = False) -> list[bytes]:
+    """Split a rootfs tarball into layers by path prefix (dirs go where their members are).
+
+    A member goes to the layer of the first prefix it has, or to the layer
+    of the rest: the last one, or the first one with base_first.
+    """
+    bufs = [io.BytesIO() for _ in range(len(prefixes) + 1)]
     tars = [tarfile.open(fileobj=b, mode="w") for b in bufs]  # noqa: SIM115 (closed below, each)
+
+    def layer_of(name: str) -> int:
+        i = next((k for k, p in enumerate(prefixes) if name.lstrip("./").startswith(p)), len(prefixes))
+        return (i + 1) % len(bufs) if base_first else i
+
     with tarfile.open(fileobj=io.BytesIO(rootfs)) as src:
         for m in src:
-            name = m.name.lstrip("./")
-            i = next((k for k, p in enumerate(SPLIT) if name.startswith(p)), len(SPLIT))
-            if m.islnk():  # a hard link goes to the layer of its target
-                target = m.linkname.lstrip("./")
-                i = next((k for k, p in enumerate(SPLIT) if target.startswith(p)), len(SPLIT))
-            tars[i].addfile(m, src.extractfile(m) if m.isreg() else None)
+            # a hard link goes to the layer of its target
+            tars[layer_of(m.linkname if m.islnk() else m.name)].addfile(m, src.extractfile(m) if m.isreg() else None)
     for t in tars:
         t.close()
     return [b.getvalue() for b in bufs]
 
 
-def timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+def timed(cmd: list[str], env: dict[str, str]) -> float:
     t0 = time.perf_counter()
     r = subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     dt = time.perf_counter() - t0
     if r.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} failed: {r.stderr.strip()[-500:]}")
+        raise RuntimeError(f"{' '.join(cmd)} failed: {r.stderr.strip()[-300:]}")
     return dt
+
+
+class Case:
+    """One tool's run, made afresh for each round: its steps (commands) in the round's own directory."""
+
+    def __init__(self, name: str, steps: Callable[[str], list[tuple[list[str], dict[str, str]]]]) -> None:
+        self.name = name
+        self.steps = steps  # the round's dir -> the commands and their environments
+        self.times: list[float] = []
+        self.failed = ""
+
+
+def cases(args: argparse.Namespace, refs: dict[str, str], work: str, runroot: str, lxc_url: str) -> list[Case]:
+    base = dict(os.environ, PLASH_LXC_URL=lxc_url)
+    conf = Path(work, "containers.conf")
+    conf.write_text("[containers]\ndefault_ulimits = []\n")  # no rlimits to raise when this runs in a container
+    podman_env = dict(base, CONTAINERS_CONF=str(conf))
+    out: list[Case] = []
+    plashes = [("plash", args.plash)] + ([("plash-before", args.before)] if args.before else [])
+    for image, ref in refs.items():
+        for label, exe in plashes:
+            out.append(Case(f"{label} import-docker [{image}]", lambda d, ref=ref, image=image, label=label, exe=exe: [
+                ([exe, "import-docker", "--quiet", ref], dict(base, PLASH_DATA=f"{d}/{label}-{image}"))]))
+        if shutil.which("podman"):
+            out.append(Case(f"podman pull [{image}]", lambda d, ref=ref, image=image: [
+                ([*PODMAN, "--root", f"{d}/podman-{image}", "--runroot", f"{runroot}/{Path(d).name}-{image}",
+                  "pull", "-q", "--tls-verify=false", ref], podman_env)]))
+        out.append(Case(f"skopeo copy [{image}]", lambda d, ref=ref, image=image: [
+            (["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}", f"oci:{d}/skopeo-{image}:1"],
+             base)]))
+    if "lxc" in args.only:
+        xz = f"{work}/rootfs.tar.xz"
+        for label, exe in plashes:
+            out.append(Case(f"{label} import-lxc", lambda d, label=label, exe=exe: [
+                ([exe, "import-lxc", "--quiet", "debian:bench"], dict(base, PLASH_DATA=f"{d}/{label}-lxc"))]))
+        out.append(Case("tar -xJf", lambda d: [
+            (["mkdir", f"{d}/tarx"], base), (["tar", "-xJf", xz, "-C", f"{d}/tarx"], base)]))
+        out.append(Case("xz -dc", lambda d: [(["sh", "-c", f"xz -dc {xz} > /dev/null"], base)]))
+    return out
+
+
+def run_rounds(todo: list[Case], n: int, work: str) -> None:
+    for i in range(n):
+        d = os.path.join(work, f"run{i}")
+        os.makedirs(d)
+        shift = i % len(todo)
+        for case in todo[shift:] + todo[:shift]:
+            if case.failed:
+                continue
+            subprocess.run(["sync"])
+            try:
+                steps = case.steps(d)
+                case.times.append(sum(timed(cmd, env) for cmd, env in steps))
+            except RuntimeError as e:
+                case.failed = (str(e).strip().splitlines() or ["failed"])[-1][-200:]
+                print(f"  {case.name}: left out ({case.failed})", file=sys.stderr)
+        print(f"  round {i + 1}/{n} done", file=sys.stderr)
+
+
+def report(todo: list[Case], rootfs: int, xz: int, shapes: dict[str, list[int]], n: int) -> None:
+    user = os.environ.get("USER") or str(os.getuid())
+    print(f"as {user} (uid {os.getuid()}); n={n}; Debian minbase rootfs {rootfs / 1e6:.0f} MB; "
+          f"rootfs.tar.xz {xz / 1e6:.0f} MB")
+    for image, sizes in shapes.items():
+        print(f"  image {image}: {len(sizes)} gzip layers of " + ", ".join(f"{s / 1e6:.1f}" for s in sizes) + " MB")
+    med = {c.name: statistics.median(c.times) for c in todo if c.times and not c.failed}
+    for c in todo:
+        if c.name in med:
+            spread = f"{min(c.times):.2f}-{max(c.times):.2f}"
+            print(f"{c.name:<32} {med[c.name]:7.2f} s  (range {spread})")
+        else:
+            print(f"{c.name:<32} left out: {c.failed}")
+
+    def ratio(a: str, b: str, target: str = "") -> None:
+        if a in med and b in med:
+            print(f"{a} / {b} = {med[a] / med[b]:.2f}x{f'  (target {target})' if target else ''}")
+
+    for image in shapes:
+        ratio(f"plash import-docker [{image}]", f"podman pull [{image}]", "<= 0.4x")
+        ratio(f"plash-before import-docker [{image}]", f"podman pull [{image}]")
+        ratio(f"plash import-docker [{image}]", f"skopeo copy [{image}]")
+        ratio(f"skopeo copy [{image}]", f"podman pull [{image}]")
+    ratio("plash import-lxc", "tar -xJf", "<= 1.0x")
+    ratio("plash-before import-lxc", "tar -xJf")
+    ratio("xz -dc", "tar -xJf")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("-n", type=int, default=3)
+    ap.add_argument("-n", type=int, default=5)
     ap.add_argument("--rootfs", help="a Debian rootfs tarball (default: made with mmdebstrap)")
+    ap.add_argument("--only", default="split,bookworm,lxc", help="which of split, bookworm, lxc to run")
     ap.add_argument("--plash", default=os.path.join(os.path.dirname(sys.executable), "plash"))
+    ap.add_argument("--before", help="another plash command (an older version, say) to time beside --plash")
     args = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="plash-bench-fetch-")
+    args.only = set(args.only.split(","))
+    work = tempfile.mkdtemp(prefix="plash-bench-fetch-", dir="/var/tmp")
+    os.chmod(work, 0o755)
+    runroot = tempfile.mkdtemp(prefix="pr", dir="/tmp")  # podman's run dirs: their path may not be long
     reg = server = None
+    todo: list[Case] = []
     try:
         rootfs = debian_tar(args.rootfs, work)
         layout = Layout(Path(work) / "layout")
-        layout.image([(layer, "gzip") for layer in split_layers(rootfs)], tag="debian")
+        images = {"split": split_layers(rootfs, SPLIT), "bookworm": split_layers(rootfs, SMALL, base_first=True)}
+        shapes: dict[str, list[int]] = {}
+        for image, layers in images.items():
+            if image in args.only:
+                desc = layout.image([(layer, "gzip6") for layer in layers], tag=image)
+                manifest = json.loads((layout.path / "blobs" / "sha256" / desc["digest"][7:]).read_bytes())
+                shapes[image] = [d["size"] for d in manifest["layers"]]
         layout.write()
         reg = Registry(work)
-        reg.push(str(layout.path), "debian", "bench/debian:1")
-        ref = f"{reg.host}/bench/debian:1"
+        refs = {}
+        for image in shapes:
+            reg.push(str(layout.path), image, f"bench/debian-{image}:1")
+            refs[image] = f"{reg.host}/bench/debian-{image}:1"
         xz = lzma.compress(rootfs, preset=6)
         Path(work, "rootfs.tar.xz").write_bytes(xz)
         server = Server()
@@ -95,46 +214,19 @@ def main() -> int:
         # the end: on ext4 without a journal, creating files in the 30 s after a
         # mass deletion makes the inode allocator skip the recently deleted inodes
         # one by one, which would slow whichever tool runs after a clean-up.
-        rows: dict[str, list[float]] = {}
-        for i in range(args.n):
-            out = os.path.join(work, f"run{i}")
-            os.makedirs(out)
-            env = dict(os.environ, PLASH_DATA=f"{out}/store-docker", PLASH_LXC_URL=server.url)
-            env_lxc = dict(env, PLASH_DATA=f"{out}/store-lxc")
-            os.makedirs(f"{out}/tarx")
-            cases: list[tuple[str, list[list[str]], dict[str, str]]] = [
-                ("plash import-docker", [[args.plash, "import-docker", "--quiet", ref]], env),
-                ("plash import-lxc", [[args.plash, "import-lxc", "--quiet", "debian:bench"]], env_lxc),
-                ("tar -xJf", [["tar", "-xJf", f"{work}/rootfs.tar.xz", "-C", f"{out}/tarx"]], env),
-            ]
-            if shutil.which("umoci"):
-                cases.append(("skopeo copy + umoci unpack", [
-                    ["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}", f"oci:{out}/sk:1"],
-                    ["umoci", "unpack", "--rootless", "--image", f"{out}/sk:1", f"{out}/bundle"]], env))
-            if shutil.which("podman"):
-                cases.append(("podman pull", [["podman", "--root", f"{out}/podman", "--runroot", f"{out}/podman-run",
-                                               "pull", "-q", "--tls-verify=false", ref]], env))
-            for name, steps, case_env in cases:
-                subprocess.run(["sync"])
-                rows.setdefault(name, []).append(sum(timed(step, case_env) for step in steps))
-        med = {k: statistics.median(v) for k, v in rows.items()}
-        print(f"image: {len(rootfs) / 1e6:.0f} MB Debian rootfs, 4 gzip layers; rootfs.tar.xz {len(xz) / 1e6:.0f} MB; n={args.n}")
-        for k, v in med.items():
-            print(f"{k:<30} {v:8.2f} s")
-        base = med.get("podman pull") or med.get("skopeo copy + umoci unpack")
-        if base:
-            which = "podman pull" if "podman pull" in med else "skopeo copy + umoci unpack"
-            print(f"plash import-docker / {which} = {med['plash import-docker'] / base:.2f}x (target <= 0.7x vs podman)")
-        print(f"plash import-lxc / tar -xJf = {med['plash import-lxc'] / med['tar -xJf']:.2f}x (target <= 1.2x)")
+        todo = cases(args, refs, work, runroot, server.url)
+        run_rounds(todo, args.n, work)
+        report(todo, len(rootfs), len(xz), shapes, args.n)
         return 0
     finally:
         if reg:
             reg.close()
         if server:
             server.close()
-        for d in Path(work).glob("run*/podman"):
-            subprocess.run(["podman", "--root", str(d), "--runroot", f"{d}-run", "rmi", "-af"], capture_output=True)
-        subprocess.run(["rm", "-rf", work])
+        for d in Path(work).glob("run*/podman-*"):  # its overlay mounts, if any
+            subprocess.run([*PODMAN, "--root", str(d), "--runroot", f"{runroot}/rmi", "rmi", "-af"],
+                           capture_output=True)
+        subprocess.run(["rm", "-rf", work, runroot])
 
 
 if __name__ == "__main__":

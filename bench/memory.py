@@ -1,13 +1,14 @@
 """Peak memory while pulling a big image: plash import-docker (and podman pull, when installed).
 
-    python bench/memory.py [--mb 500]
+    python bench/memory.py [--mb 500] [--before PLASH]
 
 Makes an OCI image of about MB megabytes of incompressible data in five
 layers (one big file in the first, 1 MB files in the others; gzip level 1),
 pushes it with skopeo to Debian's docker-registry on 127.0.0.1, then pulls
 it once with each tool while sampling the summed resident memory of the
 tool's whole process tree every 10 ms. Prints peak memory and wall time.
-Target: plash under 150 MB.
+Target: plash at most 64 MB. With --before, a second plash command is
+measured the same way.
 """
 
 from __future__ import annotations
@@ -81,8 +82,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=int, default=500)
     ap.add_argument("--plash", default=os.path.join(os.path.dirname(sys.executable), "plash"))
+    ap.add_argument("--before", help="another plash command (an older version, say) to measure beside --plash")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="plash-bench-memory-", dir="/var/tmp")
+    runroot = tempfile.mkdtemp(prefix="pr", dir="/tmp")  # podman's: its path may not be long
+    podman = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file",
+              "--root", f"{work}/podman", "--runroot", runroot]
     reg = None
     try:
         mb = 1 << 20
@@ -99,22 +104,23 @@ def main() -> int:
         ref = f"{reg.host}/bench/big:1"
         env = dict(os.environ, PLASH_DATA=os.path.join(work, "store"))
         rows = [("plash import-docker", [args.plash, "import-docker", "--quiet", ref])]
-        if shutil.which("podman"):
-            subprocess.run(["podman", "rmi", "-af"], capture_output=True)
-            rows.append(("podman pull", ["podman", "pull", "-q", "--tls-verify=false", ref]))
+        if args.before:
+            rows.append(("plash-before import-docker", [args.before, "import-docker", "--quiet", ref]))
+        if shutil.which("podman"):  # with storage of its own: never the machine's
+            rows.append(("podman pull", [*podman, "pull", "-q", "--tls-verify=false", ref]))
         print(f"image: {args.mb} MB of random data in 5 gzip layers, from docker-registry on 127.0.0.1")
-        for name, cmd in rows:
-            took, peak = measure(cmd, env)
-            print(f"{name:<22} {took:7.2f} s   peak memory {peak / mb:6.1f} MB (process tree, summed RSS)")
+        for i, (name, cmd) in enumerate(rows):
+            took, peak = measure(cmd, dict(env, PLASH_DATA=os.path.join(work, f"store{i}")))
+            print(f"{name:<28} {took:7.2f} s   peak memory {peak / mb:6.1f} MB (process tree, summed RSS)")
             if name == "plash import-docker":
-                print(f"plash peak memory {'meets' if peak < 150 * mb else 'MISSES'} the target of < 150 MB")
-        if shutil.which("podman"):
-            subprocess.run(["podman", "rmi", "-af"], capture_output=True)
+                print(f"plash peak memory {'meets' if peak <= 64 * mb else 'MISSES'} the target of <= 64 MB")
         return 0
     finally:
         if reg:
             reg.close()
-        subprocess.run(["rm", "-rf", work])
+        if shutil.which("podman"):
+            subprocess.run([*podman, "rmi", "-af"], capture_output=True)  # its overlay mounts, if any
+        subprocess.run(["rm", "-rf", work, runroot])
 
 
 if __name__ == "__main__":
