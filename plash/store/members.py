@@ -270,6 +270,7 @@ class Unpacker:
             fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW, dir_fd=pfd)
             try:
                 os.fchmod(fd, self._mode(info, owned))
+                os.utime(fd, (info.mtime, info.mtime))
             finally:
                 os.close(fd)
         # no other type comes here (see add): tarfile reads sparse and contiguous files as regular ones
