@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
 
     from plash.engine.events import Emit
+    from plash.lang.tokens import Where
     from plash.store.layout import Store
 
     Handler = Callable[[list[str]], list[str] | None]  # the words after the name -> the command to run next
@@ -168,14 +169,32 @@ COMMANDS: dict[str, str | Fast] = {
 
 
 def build_argv(words: list[str]) -> int:
-    """Build the image OPTIONS MACROS (command-line words) describe; trio and the UI load only if a layer is missing."""
+    """Build the image OPTIONS MACROS (command-line words) describe; trio and the UI load only if a layer is missing.
+
+    A command line built before in the same directory, with all its layers
+    in place, is not expanded again: plash.store.execmemo remembers its image.
+    """
     from plash.config import split_build_options
+    from plash.store import execmemo
+
+    options, macros = split_build_options(words)
+    store = open_store()
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        cwd = ""
+    memo = execmemo.for_words(macros, cwd) if cwd and not (options.no_cache or options.pull) else None
+    image = execmemo.lookup(store, *memo) if memo else None
+    if image is not None:
+        return image
     from plash.engine.build import build
     from plash.lang.macros import expand_argv
 
-    options, macros = split_build_options(words)
     lines = expand_argv(macros)
-    return build(open_store(), lines, _renderer(options.quiet, options.progress), options=options)
+    image = build(store, lines, _renderer(options.quiet, options.progress), options=options)
+    if memo:
+        remember(store, memo, image, lines, macros)
+    return image
 
 
 def run_executable(path: str, args: list[str]) -> None:
@@ -190,7 +209,10 @@ def run_executable(path: str, args: list[str]) -> None:
     from plash.store import execmemo
 
     store = open_store()
-    image = execmemo.lookup(store, path)
+    try:
+        image = execmemo.lookup(store, *execmemo.for_file(path))
+    except OSError:
+        image = None  # expand_file says what is wrong with the file
     if image is None:
         image = build_executable(store, path)
     entry = store.meta(image).get("entrypoint")
@@ -205,8 +227,6 @@ def run_executable(path: str, args: list[str]) -> None:
 def build_executable(store: Store, path: str) -> int:
     """Build a plash executable's image; remember it (execmemo) where the answer can be checked without building."""
     from plash.engine.build import build
-    from plash.engine.plan import Kinds, prepare
-    from plash.lang.expand import MACROS
     from plash.lang.macros import expand_file, read_build_file
     from plash.lang.tokens import words_from_file_text
     from plash.store import execmemo
@@ -219,14 +239,27 @@ def build_executable(store: Store, path: str) -> int:
     # an executable's steps run in its own directory, whatever the caller's cwd
     cwd = os.path.dirname(os.path.abspath(path))
     image = build(store, lines, _renderer(), cwd=cwd)
-    if snap and execmemo.pure([w[0] for w in words_from_file_text(read_build_file(path), path)], set(MACROS)):
-        done = prepare(store, lines, cwd)
-        if done.complete and done.final_id == image and done.source.kind != Kinds.MAP:
-            checks = [] if done.source.kind == Kinds.ID else [(done.base_key, done.base_id)]
-            keys = [(k, i) for k, i in [*checks, *((layer.key, i) for layer, i in zip(done.layers, done.ids, strict=True))]
-                    if i is not None]
-            execmemo.record(store, snap, image, keys)
+    if snap and snap.settled():
+        words = [w[0] for w in words_from_file_text(read_build_file(path), path)]
+        remember(store, snap.state, image, lines, words, cwd)
     return image
+
+
+def remember(store: Store, memo: tuple[str, list[str]], image: int, lines: list[tuple[str, Where]],
+             words: list[str], cwd: str | None = None) -> None:
+    """Record in execmemo the checks that give image again for lines, if their macros (words) read nothing else."""
+    from plash.engine.plan import Kinds, prepare
+    from plash.lang.expand import MACROS
+    from plash.store import execmemo
+
+    if not execmemo.pure(words, set(MACROS)):
+        return
+    done = prepare(store, lines, cwd)
+    if done.complete and done.final_id == image and done.source.kind != Kinds.MAP:
+        checks = [] if done.source.kind == Kinds.ID else [(done.base_key, done.base_id)]
+        keys = [(k, i) for k, i in [*checks, *((layer.key, i) for layer, i in zip(done.layers, done.ids, strict=True))]
+                if i is not None]
+        execmemo.record(store, *memo, image, keys)
 
 
 def _renderer(quiet: bool = False, progress: str | None = None) -> Callable[[], Emit]:

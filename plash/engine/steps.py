@@ -12,7 +12,6 @@ import trio
 from plash import testhook
 from plash.engine.children import launcher, run_child
 from plash.engine.events import Event, Kind, note
-from plash.engine.imports import import_source
 from plash.engine.layers import LayerSpec, make_layer
 from plash.engine.scheduler import Job
 from plash.errors import NoImage, PlashError
@@ -40,6 +39,9 @@ def build_jobs(store: Store, prepared: Prepared, emit: Emit, holds: Holds) -> di
     jobs: dict[str, Job] = {}
     base = prepared.base_key
     if prepared.base_id is None:
+        # only a build that imports its base loads the importers (httpx among them: 50 ms)
+        from plash.engine.imports import import_source
+
         async def imported() -> int:
             image = await import_source(store, prepared.source, base, emit, pull=prepared.pull)
             if not await trio.to_thread.run_sync(holds.image, image):

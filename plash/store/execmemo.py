@@ -1,15 +1,16 @@
-"""A plash executable's remembered answer: the image its build file gave, checked with a readlink per layer.
+"""A build's remembered answer: the image a build file or command line gave, checked with a readlink per layer.
 
-Running a plash executable whose layers are all built used to mean reading
-and expanding its build file and hashing every layer's key: the macro
-language and the planner, several milliseconds of imports on every start.
-After such a run, `record` writes what the planner found into
-memo/DEV-INODE of the store; `lookup` gives that image again, without
-importing either, while all of these hold:
+Running a plash executable (or `plash build`) whose layers are all built
+used to mean expanding its macros and hashing every layer's key: the macro
+language and the planner, milliseconds of imports on every start. After
+such a build, `record` writes what the planner found into memo/DEV-INODE
+(a build file) or memo/argv-CRC (a command line) of the store; `lookup`
+gives that image again, without importing either, while all of these hold:
 
 - the file is the same: same path, device, inode, size, mtime and ctime.
   A file changed less than SETTLE_NS before is not remembered, so a change
-  within the file system's clock tick cannot go unseen;
+  within the file system's clock tick cannot go unseen. A command line:
+  the same macro words, given in the same directory;
 - plash's own expansion code is the same (the stats of the modules that
   expand macros and make keys: an upgrade may expand a file differently);
 - the file uses only macros whose expansion depends on nothing but its
@@ -54,6 +55,25 @@ def _file_state(path: str) -> tuple[str, str]:
     return f"{st.st_dev}-{st.st_ino}", f"{st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}"
 
 
+def _escaped(lines: list[str]) -> list[str]:
+    """lines made one line each (words and paths may hold newlines)."""
+    return [x.replace("\\", "\\\\").replace("\n", "\\n") for x in lines]
+
+
+def for_file(path: str) -> tuple[str, list[str]]:
+    """A build file's memo name and identity: its path and state (OSError if it cannot be looked at)."""
+    name, state = _file_state(path)
+    return name, _escaped([os.path.abspath(path), state])
+
+
+def for_words(words: list[str], cwd: str) -> tuple[str, list[str]]:
+    """A command line's memo name and identity: its macro words and the directory they were given in."""
+    import binascii
+
+    identity = _escaped([cwd, *words])
+    return f"argv-{binascii.crc32(chr(0).join(identity).encode('utf-8', 'surrogateescape')):08x}", identity
+
+
 def _code_state() -> str:
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     parts = []
@@ -81,24 +101,36 @@ def pure(words: list[str], known: frozenset[str] | set[str]) -> bool:
 class Snapshot:
     """A build file's identity, taken before it is read (record refuses if it changed meanwhile)."""
 
-    __slots__ = ("name", "path", "state", "taken")
+    __slots__ = ("path", "state", "taken")
 
     def __init__(self, path: str) -> None:
-        self.path = os.path.abspath(path)
-        self.name, self.state = _file_state(path)
+        self.path = path
+        self.state = for_file(path)
         self.taken = time.time_ns()
 
+    def settled(self) -> bool:
+        """Unchanged since taken, and not changed in the last SETTLE_NS before it was."""
+        try:
+            if for_file(self.path) != self.state:
+                return False  # changed while it was built
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        settle = int(os.environ.get("PLASH_TEST_MEMO_SETTLE_NS", SETTLE_NS))  # tests: 0, rather than waiting
+        # too fresh: a change in the same clock tick would keep this state
+        return self.taken - max(st.st_mtime_ns, st.st_ctime_ns) >= settle
 
-def lookup(store: Store, path: str) -> int | None:
-    """The image recorded for the build file at path, if every check above still holds; else None."""
+
+def lookup(store: Store, name: str, identity: list[str]) -> int | None:
+    """The image recorded under name for identity, if every check above still holds; else None."""
     try:
-        name, state = _file_state(path)
-        with open(os.path.join(store.path, MEMO_DIR, name)) as f:
+        with open(os.path.join(store.path, MEMO_DIR, name), encoding="utf-8", errors="surrogateescape") as f:
             lines = f.read().split("\n")
-        if lines[:4] != [VERSION, os.path.abspath(path), state, _code_state()]:
+        n = len(identity)
+        if lines[0] != VERSION or lines[1:n + 1] != identity or lines[n + 1] != _code_state():
             return None
-        image = int(lines[4])
-        for line in lines[5:]:
+        image = int(lines[n + 2])
+        for line in lines[n + 3:]:
             if line:
                 key, _, want = line.partition(" ")
                 if os.path.basename(os.readlink(os.path.join(store.keys, key))) != want:
@@ -109,23 +141,18 @@ def lookup(store: Store, path: str) -> int | None:
     return image
 
 
-def record(store: Store, snap: Snapshot, image: int, keys: list[tuple[str, int]]) -> None:
-    """Remember image for the file of snap, valid while each (key, id) of keys still holds."""
+def record(store: Store, name: str, identity: list[str], image: int, keys: list[tuple[str, int]]) -> None:
+    """Remember image under name for identity, valid while each (key, id) of keys still holds."""
+    text = "\n".join([VERSION, *identity, _code_state(), str(image), *(f"{k} {i}" for k, i in keys)]) + "\n"
+    memo = os.path.join(store.path, MEMO_DIR)
+    tmp = os.path.join(memo, f".{name}.{os.getpid()}")
     try:
-        name, state = _file_state(snap.path)
-        if name != snap.name or state != snap.state:
-            return  # changed while it was built
-        st = os.stat(snap.path)
-        settle = int(os.environ.get("PLASH_TEST_MEMO_SETTLE_NS", SETTLE_NS))  # tests: 0, rather than waiting
-        if snap.taken - max(st.st_mtime_ns, st.st_ctime_ns) < settle:
-            return  # too fresh: a change in the same clock tick would keep this state
-        text = "\n".join([VERSION, snap.path, state, _code_state(), str(image),
-                          *(f"{k} {i}" for k, i in keys)]) + "\n"
-        memo = os.path.join(store.path, MEMO_DIR)
         os.makedirs(memo, mode=0o700, exist_ok=True)
-        tmp = os.path.join(memo, f".{name}.{os.getpid()}")
-        with open(tmp, "w") as f:
+        with open(tmp, "w", encoding="utf-8", errors="surrogateescape") as f:
             f.write(text)
         os.replace(tmp, os.path.join(memo, name))
     except OSError:
-        pass
+        import contextlib  # here: not on the start path
+
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)

@@ -126,3 +126,23 @@ def test_a_broken_memo_is_ignored(plash: Plash, image: str) -> None:
         r = plash.sh(["sh", "-c", f"printf '%s' \"$1\" > {plash.store}/memo/{name}", "sh", junk])
         assert r.returncode == 0, r.stderr
         assert run(plash, exe) == "ok\n"
+
+
+def test_a_command_line_built_again_is_answered_from_its_memo(plash: Plash, image: str) -> None:
+    step = "cat /proc/sys/kernel/random/uuid > /id"
+    first = plash.ok("build", "--from", image, "--run", step)
+    assert [m for m in memos(plash) if m.startswith("argv-")]
+    r = plash.sh([sys.executable, "-X", "importtime", PLASH, "build", "--from", image, "--run", step])
+    assert (r.returncode, r.stdout.strip()) == (0, first), r.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert not {"plash.lang.macros", "plash.engine.plan"} & imported
+    # made again under the same key: the memo follows the key, as the planner does
+    again = plash.ok("build", "--no-cache", "--from", image, "--run", step)
+    assert again != first
+    assert plash.ok("build", "--from", image, "--run", step) == again
+    # another directory: relative paths would mean other files, so it is planned there afresh
+    (plash.work / "elsewhere").mkdir(exist_ok=True)
+    assert plash.ok("build", "--from", image, "--run", step, cwd=plash.work / "elsewhere") == again
+    plash.ok("rm", again)
+    made = plash.ok("build", "--from", image, "--run", step)
+    assert made not in (first, again)
