@@ -1,9 +1,12 @@
 """Startup latency of `plash run IMAGE true` next to python3, unshare+chroot, bwrap and podman.
 
-Also times a fully cached `plash build` and a warm plash executable (a build
-file with `#!/usr/bin/env plash` whose layers are all cached).
+Also times a fully cached `plash build`, a warm plash executable (a build
+file with `#!/usr/bin/env plash` whose layers are all cached) and a cold
+build of 10 layers each `--run true` (against 10 x `python3 -c pass`).
 
-    python bench/run_latency.py [-n 30] [--plash PATH] [--json]
+    python bench/run_latency.py [-n 30] [--plash PATH] [--before PATH] [--json]
+
+--before PATH times a second plash (an older tree's) in the same rounds.
 
 Builds a busybox root file system from /bin/busybox (Debian's busybox-static),
 imports it into a throw-away store ($PLASH_DATA in a temp dir), then times each
@@ -30,9 +33,10 @@ from collections.abc import Callable
 from typing import Any
 
 WARMUP = 3
-TARGET = 2.5
-TARGETS = {"plash run": 2.5, "warm executable": 3.5, "plash build (cached)": 3.5}
+TARGET = 1.0
+TARGETS = {"plash run": 1.0, "warm executable": 1.2, "plash build (cached)": 1.2, "cold 10 layers": 2.0}
 BASELINE = "python3 -c pass"
+COLD_LAYERS = 10
 
 
 def find_plash(opt: str | None) -> str:
@@ -89,6 +93,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-n", type=int, default=30, help="timed runs per command (default 30)")
     ap.add_argument("--plash", help="plash executable (default: next to this python, else on PATH)")
+    ap.add_argument("--before", help="a second plash to time in the same rounds (rows marked 'before')")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     args = ap.parse_args()
     if args.n < 1:
@@ -109,26 +114,52 @@ def main() -> int:
             sys.exit(f"plash import-tar failed ({imp.returncode}): {imp.stderr.strip()}")
         image = imp.stdout.strip()
         penv["PATH"] = os.path.dirname(os.path.abspath(plash)) + ":" + os.environ.get("PATH", "/usr/bin:/bin")
-        exe = os.path.join(tmp, "tool")
-        with open(exe, "w") as f:
-            f.write(f"#!/usr/bin/env plash\n--from {image}\n--run\necho layer > /layer\n--entrypoint true\n")
-        os.chmod(exe, 0o755)
         build = [plash, "build", "--from", image, "--run", "echo layer > /layer", "--layer", "--run", "true"]
 
+        cold = [plash, "build", "--no-cache", "-q", "--from", image]
+        for _ in range(COLD_LAYERS):
+            cold += ["--run", "true", "--layer"]
         cands: list[tuple[str, list[str], dict[str, str] | None]] = [
             (BASELINE, [sys.executable, "-c", "pass"], None),
-            (f"plash run {image} true", [plash, "run", image, "true"], penv),
+            ("python3 -S -c pass", [sys.executable, "-S", "-c", "pass"], None),
             ("unshare -rm chroot", ["unshare", "-rm", "chroot", rootfs, "true"], None),
-            ("warm executable", [exe], penv),
-            ("plash build (cached)", build, penv),
         ]
+        plashes = [("", plash)] + ([(" (before)", args.before)] if args.before else [])
+        for mark, p in plashes:
+            tool = os.path.join(tmp, f"tool{len(mark)}")  # an executable of its own: the memo is per file
+            with open(tool, "w") as f:
+                f.write(f"#!{p}\n--from {image}\n--run\necho layer > /layer\n--entrypoint true\n")
+            os.chmod(tool, 0o755)
+            cands += [
+                (f"plash run {image} true{mark}", [p, "run", image, "true"], penv),
+                (f"warm executable{mark}", [tool], penv),
+                (f"plash build (cached){mark}", [p, *build[1:]], penv),
+                (f"cold {COLD_LAYERS} layers{mark}", [p, *cold[1:]], penv),
+            ]
         notes: dict[str, str] = {}
         if shutil.which("bwrap"):
             cands.append(("bwrap", ["bwrap", "--bind", rootfs, "/", "--dev", "/dev", "--proc", "/proc", "true"], None))
         else:
             notes["bwrap"] = "not installed"
         if shutil.which("podman"):
-            cands.append(("podman run --rm", ["podman", "run", "--rm", "--rootfs", rootfs, "true"], None))
+            # storage of its own, runc, and no default ulimits (a container may not raise them)
+            conf = os.path.join(tmp, "containers.conf")
+            with open(conf, "w") as f:
+                f.write("[containers]\ndefault_ulimits = []\n")
+            penv_podman = dict(os.environ, CONTAINERS_CONF=conf)
+            podman = ["podman", "--root", os.path.join(tmp, "podman"), "--runroot", os.path.join(tmp, "podman-run"),
+                      "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file"]
+            cands.append(("podman run --rm", [*podman, "run", "--rm", "--rootfs", rootfs, "true"], penv_podman))
+            ctx = os.path.join(tmp, "podman-ctx")
+            os.makedirs(ctx)
+            with open(os.path.join(ctx, "Containerfile"), "w") as f:
+                f.write("FROM localhost/plash-bench-busybox\n" + "RUN true\n" * COLD_LAYERS)
+            why = works([*podman, "import", tarball, "localhost/plash-bench-busybox"], penv_podman)
+            if why is None:
+                cands.append((f"podman build {COLD_LAYERS} RUN", [*podman, "build", "--no-cache", "-q", ctx],
+                              penv_podman))
+            else:
+                notes[f"podman build {COLD_LAYERS} RUN"] = f"unavailable (podman import: {why})"
         else:
             notes["podman run --rm"] = "not installed"
         cmds: list[tuple[str, list[str], dict[str, str] | None]] = []
@@ -149,8 +180,11 @@ def main() -> int:
                     times[name].append((time.perf_counter() - t0) * 1000)
 
         base = statistics.median(times[BASELINE]) if times.get(BASELINE) else math.nan
+        def per(name: str) -> float:  # the cold build is compared with one python start per layer
+            return base * COLD_LAYERS if name.startswith(("cold ", "podman build")) else base
+
         rows: list[dict[str, Any]] = [{"name": n, "median_ms": statistics.median(t), "p90_ms": percentile(t, 0.9),
-                 "ratio": statistics.median(t) / base} for n, t in times.items()]
+                 "ratio": statistics.median(t) / per(n)} for n, t in times.items()]
         plash_row = next((r for r in rows if r["name"].startswith("plash run")), None)
         plash_ratio = plash_row["ratio"] if plash_row else None
         if args.json:
@@ -158,17 +192,28 @@ def main() -> int:
                        "plash_ratio": plash_ratio, "target": TARGET}, sys.stdout, indent=2)
             print()
         else:
-            print(f"{'command':<24} {'median ms':>10} {'p90 ms':>10} {'ratio':>7}   (n={args.n})")
+            print(f"{'command':<32} {'median ms':>10} {'p90 ms':>10} {'ratio':>7}   (n={args.n})")
             for r in rows:
-                print(f"{r['name']:<24} {r['median_ms']:>10.2f} {r['p90_ms']:>10.2f} {r['ratio']:>6.2f}x")
+                print(f"{r['name']:<32} {r['median_ms']:>10.2f} {r['p90_ms']:>10.2f} {r['ratio']:>6.2f}x")
             for name, why in notes.items():
-                print(f"{name:<24} skipped: {why}")
-            for prefix, target in TARGETS.items():
-                row = next((r for r in rows if r["name"].startswith(prefix)), None)
-                ratio = f"{row['ratio']:.2f}x" if row else "n/a"
-                print(f"{prefix} / python3 -c pass = {ratio} (target <= {target}x)")
+                print(f"{name:<32} skipped: {why}")
+            for mark, _ in plashes:
+                for prefix, target in TARGETS.items():
+                    row = next((r for r in rows if r["name"].startswith(prefix) and r["name"].endswith(mark or "")
+                                and (mark or not r["name"].endswith(" (before)"))), None)
+                    ratio = f"{row['ratio']:.2f}x" if row else "n/a"
+                    per_what = f"{COLD_LAYERS} x python3 -c pass" if prefix.startswith("cold") else "python3 -c pass"
+                    print(f"{prefix}{mark} / {per_what} = {ratio} (target <= {target}x)")
+                cold_row = next((r for r in rows if r["name"] == f"cold {COLD_LAYERS} layers{mark}"), None)
+                pod = next((r for r in rows if r["name"].startswith("podman build")), None)
+                if cold_row and pod:
+                    print(f"cold {COLD_LAYERS} layers{mark} / podman build --no-cache = "
+                          f"{cold_row['median_ms'] / pod['median_ms']:.2f}x (target <= 0.1x)")
         return 0
     finally:  # files of subordinate uids in the store: only plash can delete them
+        if os.path.isdir(os.path.join(tmp, "podman")):
+            subprocess.run(["podman", "--root", os.path.join(tmp, "podman"), "--runroot", os.path.join(tmp, "podman-run"),
+                            "system", "reset", "--force"], capture_output=True, stdin=subprocess.DEVNULL)
         if os.path.isdir(penv["PLASH_DATA"]):
             subprocess.run([plash, "purge", "--yes"], env=penv, stdin=subprocess.DEVNULL, capture_output=True)
         rmtree(tmp)

@@ -75,7 +75,8 @@ def build_command(args: list[str]) -> None:
     REPO pushes the layers built there (both repeatable; PLASH_CACHE_FROM
     and PLASH_CACHE_TO by default); --no-cache builds every layer again (the
     new layers replace the cached ones); --pull checks the base image's
-    source again and imports it if it changed.
+    source again and imports it if it changed; --no-package-cache keeps
+    package managers off the store's download caches (plash clean --caches).
     Example: plash build --from-debootstrap bookworm --apt cowsay
 
     Build steps share the host's home (/home, /root), as in the original
@@ -95,7 +96,8 @@ def b_command(args: list[str]) -> list[str]:
     """Build MACROS, then run `plash PLASHCMD <id> ARGS...` (ARGS after --).
 
     `plash -X ...` (any first argument that is an option) means `plash b run -X ...`.
-    The options of build (--quiet, --progress, --no-cache, --pull, --cache-from, --cache-to) come right after PLASHCMD.
+    The options of build (--quiet, --progress, --no-cache, --pull, --no-package-cache, --cache-from,
+    --cache-to) come right after PLASHCMD.
     """
     if not args:
         raise UsageError("missing PLASHCMD", "plash b PLASHCMD MACROS... [-- ARGS...]")
