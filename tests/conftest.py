@@ -183,6 +183,24 @@ def make_plash(user: str, base: Path) -> Plash:
     return p
 
 
+DEBIAN_CACHE = Path("/var/tmp/plash-test-cache")  # stores kept between runs: the debootstrap base is made once
+
+
+def debian_plash(user: str, base: Path) -> Plash:
+    """make_plash(user, base) with the user's store kept in DEBIAN_CACHE (needs mmdebstrap or debootstrap)."""
+    need(shutil.which("mmdebstrap") is not None or shutil.which("debootstrap") is not None,
+         "mmdebstrap or debootstrap is not installed")
+    p = make_plash(user, base)
+    store = DEBIAN_CACHE / user
+    store.mkdir(parents=True, exist_ok=True)
+    DEBIAN_CACHE.chmod(0o755)
+    if p.user != "root":
+        pw = pwd.getpwnam(p.name)
+        os.chown(store, pw.pw_uid, pw.pw_gid)
+    p.store = store / "store"
+    return p
+
+
 @pytest.fixture(scope="session")
 def users_base(shared_dir: Path) -> Path:
     d = shared_dir / "users"

@@ -13,13 +13,11 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest import Plash, make_plash, need
+from conftest import Plash, debian_plash
 
-DEBIAN_STORES = Path("/var/tmp/plash-test-cache")  # test_debian.py's stores: the debootstrap base is made once
 BASE = ["--from-debootstrap", "bookworm"]
 
 
@@ -111,18 +109,7 @@ def test_concurrent_builds_that_share_a_cache_take_turns(plash: Plash, image: st
 
 @pytest.fixture(params=["root", "sub", "nosub"])
 def deb(request, users_base: Path) -> Plash:
-    need(shutil.which("mmdebstrap") is not None or shutil.which("debootstrap") is not None,
-         "mmdebstrap or debootstrap is not installed")
-    p = make_plash(request.param, users_base)
-    store = DEBIAN_STORES / request.param
-    store.mkdir(parents=True, exist_ok=True)
-    DEBIAN_STORES.chmod(0o755)
-    if p.user != "root":
-        import pwd
-
-        pw = pwd.getpwnam(p.name)
-        os.chown(store, pw.pw_uid, pw.pw_gid)
-    p.store = store / "store"
+    p = debian_plash(request.param, users_base)
     r = p("build", *BASE, timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
     p.ok("clean", "--caches")

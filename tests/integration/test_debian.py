@@ -7,31 +7,17 @@ test runs, so only the first run on a machine pays for mmdebstrap and apt.
 from __future__ import annotations
 
 import json
-import os
-import pwd
-import shutil
 from pathlib import Path
 
 import pytest
-from conftest import Plash, make_plash, need
+from conftest import Plash, debian_plash
 
-CACHE = Path("/var/tmp/plash-test-cache")
 MAIN_JOB = ["--from-debootstrap", "bookworm", "--apt", "cowsay", "--", "/usr/games/cowsay", "hello"]
 
 
 @pytest.fixture(params=["root", "sub", "nosub"])
 def deb_plash(request, users_base: Path) -> Plash:
-    need(shutil.which("mmdebstrap") is not None or shutil.which("debootstrap") is not None,
-         "mmdebstrap or debootstrap is not installed")
-    p = make_plash(request.param, users_base)
-    store = CACHE / request.param
-    store.mkdir(parents=True, exist_ok=True)
-    CACHE.chmod(0o755)
-    if p.user != "root":
-        pw = pwd.getpwnam(p.name)
-        os.chown(store, pw.pw_uid, pw.pw_gid)
-    p.store = store / "store"
-    return p
+    return debian_plash(request.param, users_base)
 
 
 @pytest.mark.slow
