@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from plash.store.layout import Store
     from plash.store.staging import Staging
 
+SMALL_LAYER = 4 << 20  # compressed bytes
+
 LAYER_TYPES = {
     "application/vnd.oci.image.layer.v1.tar", "application/vnd.oci.image.layer.v1.tar+gzip",
     "application/vnd.oci.image.layer.v1.tar+zstd", "application/vnd.docker.image.rootfs.diff.tar.gzip",
@@ -143,11 +145,13 @@ async def import_layers(store: Store, blobs: RegistryBlobs | FileBlobs, layers: 
 
 
 def unpack_slots() -> trio.CapacityLimiter:
-    """How many layers of one image are unpacked (and so downloaded) at once: one per two cores.
+    """How many big layers of one image are unpacked (and so downloaded) at once: one per two cores.
 
     An unpacker keeps two cores busy, one thread inflating and one writing
     the files: more unpackers at once only share the same cores (measured
-    on 2 cores: no faster), and each holds a process's memory.
+    on 2 cores: no faster), and each holds a process's memory. A small
+    layer (at most SMALL_LAYER) takes no slot: it is done in a moment, and
+    what it costs most, its process's start, then overlaps with a big one.
     """
     return trio.CapacityLimiter(max(1, len(os.sched_getaffinity(0)) // 2))
 
@@ -163,7 +167,8 @@ def layer_producer(blobs: RegistryBlobs | FileBlobs, layer: Descriptor, emit: Em
             await blobs.fetch(layer, sink, progress)
             progress.done()
 
-        async with slots or contextlib.nullcontext():
+        small = layer.size is not None and layer.size <= SMALL_LAYER
+        async with contextlib.nullcontext() if slots is None or small else slots:
             await unpack_download(staging.upper, fetch, lambda: label, oci=True)
 
     return produce
