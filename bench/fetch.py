@@ -188,6 +188,8 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="plash-bench-fetch-", dir="/var/tmp")
     os.chmod(work, 0o755)
     runroot = tempfile.mkdtemp(prefix="pr", dir="/tmp")  # podman's run dirs: their path may not be long
+    if os.getuid() and not os.environ.get("XDG_RUNTIME_DIR"):  # (runuser sets none) skopeo's and podman's run dir
+        os.environ["XDG_RUNTIME_DIR"] = runroot
     reg = server = None
     todo: list[Case] = []
     try:
