@@ -120,12 +120,13 @@ def cases(args: argparse.Namespace, refs: dict[str, str], work: str, runroot: st
             (["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}", f"oci:{d}/skopeo-{image}:1"],
              base)]))
     if "lxc" in args.only:
+        not_root = ["--exclude=dev/*"] if os.getuid() else []  # device nodes: only root may make them
         xz = f"{work}/rootfs.tar.xz"
         for label, exe in plashes:
             out.append(Case(f"{label} import-lxc", lambda d, label=label, exe=exe: [
                 ([exe, "import-lxc", "--quiet", "debian:bench"], dict(base, PLASH_DATA=f"{d}/{label}-lxc"))]))
         out.append(Case("tar -xJf", lambda d: [
-            (["mkdir", f"{d}/tarx"], base), (["tar", "-xJf", xz, "-C", f"{d}/tarx"], base)]))
+            (["mkdir", f"{d}/tarx"], base), (["tar", "-xJf", xz, "-C", f"{d}/tarx", *not_root], base)]))
         out.append(Case("xz -dc", lambda d: [(["sh", "-c", f"xz -dc {xz} > /dev/null"], base)]))
     return out
 
@@ -225,9 +226,11 @@ def main() -> int:
             reg.close()
         if server:
             server.close()
-        for d in Path(work).glob("run*/podman-*"):  # its overlay mounts, if any
+        for d in Path(work).glob("run*/podman-*"):  # its overlay mounts, if any; a user's files of subuids
             subprocess.run([*PODMAN, "--root", str(d), "--runroot", f"{runroot}/rmi", "rmi", "-af"],
                            capture_output=True)
+            if os.getuid():
+                subprocess.run(["podman", "unshare", "rm", "-rf", str(d)], capture_output=True)
         subprocess.run(["rm", "-rf", work, runroot])
 
 
