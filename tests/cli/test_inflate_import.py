@@ -12,12 +12,12 @@ import hashlib
 import io
 import os
 import random
-import stat
 import tarfile
 from pathlib import Path
 
 from conftest import Plash
 from oci_images import Layout
+from trees import file_tree
 
 T = 1_700_000_000
 rng = random.Random(1515)
@@ -62,23 +62,8 @@ def _blocker(plash: Plash) -> tuple[dict[str, str], Path]:
 
 
 def _tree(root: Path) -> list[tuple[str, ...]]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in sorted(dirnames + filenames):
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            if stat.S_ISREG(st.st_mode):
-                with open(path, "rb") as f:
-                    what = hashlib.sha256(f.read()).hexdigest()
-            else:
-                what = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
-            xattrs = "" if stat.S_ISLNK(st.st_mode) else repr(sorted(
-                (k, os.getxattr(path, k)) for k in os.listxattr(path)))
-            out.append((os.path.relpath(path, root), stat.filemode(st.st_mode), f"{st.st_uid}:{st.st_gid}",
-                        str(st.st_size if not stat.S_ISDIR(st.st_mode) else 0), what, xattrs,
-                        # (the times of whiteouts and of the directories imports make are the import's own)
-                        str(st.st_mtime_ns) if stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode) else ""))
-    return sorted(out)
+    # (the times of whiteouts and of the directories imports make are the import's own)
+    return file_tree(str(root), dir_times=False, links=False)
 
 
 def _images(plash: Plash, ids: list[str], env: dict[str, str]) -> list[list[tuple[str, ...]]]:

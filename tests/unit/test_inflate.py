@@ -11,7 +11,6 @@ import hashlib
 import io
 import os
 import random
-import stat
 import subprocess
 import sys
 import tarfile
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from trees import file_tree
 from zlib_ng import zlib_ng
 
 from plash.errors import UnpackError
@@ -76,22 +76,7 @@ def rich_tar() -> bytes:
 
 def tree(root: str) -> list[tuple[str, ...]]:
     """Every path below root: kind, mode, owner, size, content hash or link target, xattrs, time, links."""
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in sorted(dirnames + filenames):
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            if stat.S_ISREG(st.st_mode):
-                with open(path, "rb") as f:
-                    what = hashlib.sha256(f.read()).hexdigest()
-            else:
-                what = os.readlink(path) if stat.S_ISLNK(st.st_mode) else ""
-            xattrs = "" if stat.S_ISLNK(st.st_mode) else repr(sorted(
-                (k, os.getxattr(path, k)) for k in os.listxattr(path)))
-            out.append((os.path.relpath(path, root), stat.filemode(st.st_mode), f"{st.st_uid}:{st.st_gid}",
-                        str(st.st_size if not stat.S_ISDIR(st.st_mode) else 0), what, xattrs, str(st.st_mtime_ns),
-                        str(st.st_nlink if not stat.S_ISDIR(st.st_mode) else 0)))
-    return sorted(out)
+    return file_tree(root)
 
 
 def gzipped(raw: bytes) -> bytes:
