@@ -95,13 +95,7 @@ async def _run_lines(argv: list[str], on_line: Callable[[str], None], stdout: in
     stream = proc.stdout if stdout is None else proc.stderr
     assert stream is not None
     try:
-        pending = b""
-        while chunk := await stream.receive_some(65536):
-            *lines, pending = (pending + chunk).split(b"\n")
-            for line in lines:
-                on_line(line.decode(errors="replace"))
-        if pending:
-            on_line(pending.decode(errors="replace"))
+        await read_lines(stream, on_line)
         return int(await proc.wait())
     except BaseException:
         with trio.CancelScope(shield=True):
@@ -110,6 +104,17 @@ async def _run_lines(argv: list[str], on_line: Callable[[str], None], stdout: in
         raise
     finally:
         await stream.aclose()
+
+
+async def read_lines(stream: trio.abc.ReceiveStream, on_line: Callable[[str], None]) -> None:
+    """Call on_line with each line of stream (without its newline) until its end."""
+    pending = b""
+    while chunk := await stream.receive_some(65536):
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            on_line(line.decode(errors="replace"))
+    if pending:
+        on_line(pending.decode(errors="replace"))
 
 
 async def unpack_child(root: str, stdin: int, what: str | Callable[[], str], oci: bool = False) -> None:

@@ -110,15 +110,27 @@ async def run_dag(jobs: dict[str, Job], limits: dict[str, int], keep_going: bool
 
 
 def run(main: Callable[..., Awaitable[Any]], *args: Any, emit: object = None) -> Any:
-    """trio.run(main, *args), with the one error of a failed nursery raised alone and the renderer closed."""
+    """trio.run(main, *args), with the one error of a failed nursery raised alone and the renderer closed.
+
+    The step servers the run started (plash.engine.stepservers) end with it.
+    """
     try:
-        return trio.run(main, *args)
+        return trio.run(_closing_servers, main, *args)
     except BaseExceptionGroup as group:
         raise first_error(group) from None
     finally:
         close = getattr(emit, "close", None)
         if close:
             close()
+
+
+async def _closing_servers(main: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    from plash.engine.stepservers import close_pool
+
+    try:
+        return await main(*args)
+    finally:
+        await close_pool()
 
 
 def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import trio
 
 from plash import testhook
+from plash.engine import stepservers
 from plash.engine.children import launcher, run_child
 from plash.engine.events import Event, Kind, note
 from plash.engine.layers import LayerSpec, make_layer
@@ -136,13 +137,13 @@ class CacheLocks:
 
 
 async def run_step(store: Store, layer: Layer, what: str, emit: Emit, staging: Staging) -> None:
-    """Run the step whose spec is written in staging; a failure is a PlashError at the layer's place."""
-    argv = launcher("step", staging.step_file)
+    """Run the step whose spec is written in staging (in a step server); a failure is a PlashError at the layer's place."""
     if getattr(emit, "wants_output", False):  # a renderer: lines go through it
         emit(Event(Kind.STEP_START, what, text=made_by(layer).split("\n", 1)[0]))
         code = -1
         try:
-            code = await run_child(argv, on_line=lambda line: emit(Event(Kind.STEP_OUTPUT, what, text=line)))
+            code = await stepservers.run_step(staging.step_file,
+                                              lambda line: emit(Event(Kind.STEP_OUTPUT, what, text=line)))
         except BaseException:
             # stopped (Ctrl-C, or another job of the run failed): not a failure of its own
             emit(Event(Kind.STEP_DONE, what, done=-1, text="cancelled"))
@@ -150,11 +151,11 @@ async def run_step(store: Store, layer: Layer, what: str, emit: Emit, staging: S
         emit(Event(Kind.STEP_DONE, what, done=code))
     else:
         emit(note(f"building {what}"))
-        code = await run_child(argv)
+        code = await stepservers.run_step(staging.step_file)
     if code:
         full = full_store_note(store.path)  # before discarding frees the room
         raise PlashError(f"build failed at {layer.where} (exit {code}){full}")
-    # the step's launcher finishes the staging dir itself; if it could not, do it here
+    # the step's supervisor finishes the staging dir itself; if it could not, do it here
     if not staging.finished and await run_child(launcher("finish", staging.path)):
         raise PlashError("cannot clean up the new layer")
 

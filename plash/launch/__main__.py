@@ -1,7 +1,7 @@
 """Launcher entry for the engine, which cannot fork (trio runs): python -m plash.launch OP ARGS.
 
-    step FILE       run a build step in a container, changes kept in staging;
-                    FILE holds a plash.launch.stepspec.StepSpec
+    serve FD        the step server: run the build steps the engine sends on
+                    the socket FD (plash.launch.steps)
     finish STAGING  remove launcher residue and the work dir of a staging dir
     rmtree PATH     delete a tree that may hold files of subordinate ids
     unpack DIR      unpack a tarball from stdin into DIR, in the user namespace
@@ -11,11 +11,10 @@
 With `--errors FD` (after --parent), a failure is written to FD as JSON
 {"message", "hint"} instead of to stderr: the engine reads it as data.
 
-With `--parent PID` first (the plash engine), a step's launcher stays as the
-parent of its shell and kills the step's whole process group when that
-process is gone, so that a plash killed with SIGKILL leaves no step running
-on. (Not PR_SET_PDEATHSIG: it fires when the *thread* that forked exits,
-and trio forks from worker threads.)
+With `--parent PID` first (the plash engine), a launcher ends when that
+process is gone, and so do the steps a server runs, so that a plash killed
+with SIGKILL leaves nothing running on. (Not PR_SET_PDEATHSIG: it fires
+when the *thread* that forked exits, and trio forks from worker threads.)
 """
 
 from __future__ import annotations
@@ -23,9 +22,7 @@ from __future__ import annotations
 import os
 import sys
 
-from plash import config
 from plash.errors import PlashError, os_message, report
-from plash.launch.stepspec import StepSpec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -43,46 +40,6 @@ def _with_namespace_fallback(work: Callable[[], None]) -> None:
 
         userns.enter(mount_ns=False)
         work()
-
-
-SHELL_IN_ARGV = 64 * 1024
-
-
-def step(spec: StepSpec, parent: int = 0) -> None:
-    from plash.launch import userns
-    from plash.launch.container import start
-    from plash.launch.run import image_spec
-    from plash.store.layout import Store
-    from plash.store.staging import Staging
-
-    store = Store(spec.store)
-    shell = spec.shell
-    if len(shell.encode("utf-8", "surrogateescape")) < SHELL_IN_ARGV:
-        argv = ["/bin/sh", "-e", "-x", "-c", shell]
-    else:
-        # Too long for one argument (the kernel's limit is 128 KiB): the shell
-        # reads it from a memfd, which leads nowhere outside the container.
-        script = os.memfd_create("plash-step", 0)
-        os.write(script, shell.encode("utf-8", "surrogateescape"))
-        argv = ["/bin/sh", "-e", "-x", f"/proc/self/fd/{script}"]
-    # The step runs where the user is (or the executable's directory) when
-    # that exists inside the image, as the original did: home is shared.
-    cspec = image_spec(store, spec.image, argv, binds=config.BUILD_BINDS, staging=Staging(store, spec.staging),
-                       cwd=spec.cwd, build_step=True, step_binds=spec.binds)
-    env = dict(cspec.env)
-    if userns.single_mapping():
-        # Only uid 0 exists in the namespace: apt's drop to _apt would fail.
-        # APT_CONFIG is read before apt's own files and needs no file in the image.
-        fd = os.memfd_create("plash-apt.conf", 0)
-        os.write(fd, b'APT::Sandbox::User "root";\n')
-        os.lseek(fd, 0, 0)
-        env["APT_CONFIG"] = f"/proc/self/fd/{fd}"
-    cspec.env = tuple(env.items())
-    cspec.supervise = parent
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.dup2(2, 1)  # build output is not a result: it goes to stderr
-    start(cspec)
 
 
 def die_with(engine: int) -> None:
@@ -111,8 +68,10 @@ def main(argv: list[str]) -> int:
         if argv[:1] == ["--errors"]:  # a pipe: a failure goes there as JSON (message, hint)
             errors, argv = int(argv[1]), argv[2:]
         op, *args = argv
-        if op == "step":
-            step(StepSpec.read(args[0]), parent)
+        if op == "serve":
+            from plash.launch.steps import serve
+
+            serve(int(args[0]), parent)
         elif op == "finish":
             from plash.store.staging import Staging
 

@@ -255,10 +255,17 @@ def _map_self(single: Mapping) -> None:
                           hint=id_map_hint(e.errno)) from e
 
 
+_inside: list[bool] = []
+
+
 def enter(mount_ns: bool = True) -> None:
-    """Move this (single-threaded) process into plash's namespaces."""
+    """Move this (single-threaded) process into plash's namespaces.
+
+    Once inside the user namespace (a step server's children), only a new
+    mount namespace is made.
+    """
     m = mapping()
-    if m is None:
+    if m is None or _inside:
         if mount_ns:
             _unshare(syscalls.CLONE_NEWNS)
             _make_mounts_private()
@@ -299,6 +306,7 @@ def enter(mount_ns: bool = True) -> None:
             _map_self(single)
     os.setresgid(0, 0, 0)
     os.setresuid(0, 0, 0)
+    _inside.append(True)
     if mount_ns:
         _make_mounts_private()
 

@@ -1,0 +1,67 @@
+"""Build steps run in a step server (plash.launch.steps): one launcher for many steps, none left behind.
+
+Each step's shell is the child of its supervisor, whose parent is the
+server; a step reads that pid from /proc (the pid namespace is the host's)
+and writes it into its layer, so the test sees which server ran each step.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from conftest import PLASH, Plash
+
+SERVER_PID = "s=$(awk '/^PPid:/ {print $2}' /proc/$PPID/status); echo $s > /server-$N"
+
+
+def servers_of(plash: Plash, image: str, layers: int) -> list[str]:
+    cat = " ".join(f"/server-{n}" for n in range(1, layers + 1))
+    return plash.ok("run", image, "cat", *cat.split()).split()
+
+
+def test_the_steps_of_a_build_share_one_server_which_ends_with_the_build(plash: Plash, image: str) -> None:
+    macros: list[str] = []
+    for n in range(1, 5):
+        macros += ["--run", SERVER_PID.replace("$N", str(n)), "--layer"]
+    built = plash.ok("build", "--from", image, *macros)
+    pids = servers_of(plash, built, 4)
+    assert len(set(pids)) == 1, pids
+    assert pids[0] != str(os.getpid())
+    # the build is over: its server has ended (not even a zombie of a live plash is left)
+    try:
+        left = Path(f"/proc/{pids[0]}/cmdline").read_bytes()
+    except FileNotFoundError:
+        left = b""
+    assert b"plash" not in left, left
+
+
+def test_a_failed_step_leaves_the_server_usable_for_the_next(plash: Plash, image: str) -> None:
+    bad = plash.work / "bad"
+    good = plash.work / "good"
+    report = "s=$(awk '/^PPid:/ {print $2}' /proc/$PPID/status); echo server=$s"
+    for path, text in ((bad, f"--from {image}\n--run\n{report}; exit 7\n"),
+                       (good, f"--from {image}\n--run\n{SERVER_PID.replace('$N', '1')}\n--layer\n--run\n"
+                              f"{SERVER_PID.replace('$N', '2')}\n")):
+        r = plash.sh(["sh", "-c", f"cat > {path}"], input=text)
+        assert r.returncode == 0, r.stderr
+    # -j 1: one step at a time, every one of them in the same server, the failed one's included
+    r = plash.sh([PLASH, "warm", "-j", "1", "--keep-going", "--progress", "plain", str(bad), str(good)])
+    assert r.returncode == 1, r.stderr
+    assert "exit 7" in r.stderr
+    failed_in = [line.rsplit("server=", 1)[1] for line in r.stderr.splitlines() if "] server=" in line]
+    built = dict(line.split()[::-1] for line in r.stdout.splitlines())[str(good)]
+    pids = servers_of(plash, built, 2)
+    assert len(failed_in) == 1, r.stderr
+    assert set(pids) == set(failed_in), (pids, failed_in)
+
+
+def test_step_output_and_exit_status_come_through_the_server(plash: Plash, image: str) -> None:
+    r = plash("build", "--from", image, "--run", "echo to-out; echo to-err >&2; exit 3")
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert "to-out" in r.stderr and "to-err" in r.stderr
+    assert r.stderr.splitlines()[-1] == "plash error: build failed at argument 3 (exit 3)", r.stderr
+    r = plash("build", "--from", image, "--run", "kill -9 $$")
+    assert r.returncode == 1
+    assert r.stderr.splitlines()[-1] == "plash error: build failed at argument 3 (exit 137)", r.stderr
