@@ -283,7 +283,10 @@ def run_afresh(args: list[str]) -> NoReturn:
     """
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-m", "plash", "run", *args])
+    # -I -S and this process's import path: nothing from the current directory, which -m would put first
+    path = [p for p in sys.path if os.path.isabs(p)]
+    boot = f"import sys; sys.path += {path!r}; from plash.__main__ import main; sys.exit(main(sys.argv[1:]))"
+    os.execv(sys.executable, [sys.executable, "-I", "-S", "-c", boot, "run", *args])
 
 
 def open_store() -> Store:

@@ -35,24 +35,31 @@ def build(store: Store, lines: list[tuple[str, Where]], make_emit: Callable[[], 
         final = prepared.final_id
         assert final is not None
         return final
-    # trio and the engine are loaded only now: a cached build does without them (start-up speed)
-    from plash.engine.locks import Holds
-    from plash.engine.scheduler import run, run_dag
-    from plash.engine.steps import build_jobs
+    from plash.engine import launcher
 
-    emit = make_emit() if make_emit else (lambda e: None)
-    holds = Holds(store)
+    if prepared.runs_steps:
+        launcher.prestart()  # its start overlaps trio's import (plash.engine.launcher)
     try:
-        jobs = build_jobs(store, prepared, emit, holds)
-        if options.cache_from or options.cache_to:
-            from plash.engine.cache import Cache, cached_jobs, run_cached
+        # trio and the engine are loaded only now: a cached build does without them (start-up speed)
+        from plash.engine.locks import Holds
+        from plash.engine.scheduler import run, run_dag
+        from plash.engine.steps import build_jobs
 
-            cache = Cache(options.cache_from, options.cache_to, options.no_cache)
-            jobs = cached_jobs(store, [prepared], jobs, cache, emit)
-            results = run(run_cached, store, jobs, config.limits(), False, cache, emit, emit=emit)
-        else:
-            results = run(run_dag, jobs, config.limits(), emit=emit)
+        emit = make_emit() if make_emit else (lambda e: None)
+        holds = Holds(store)
+        try:
+            jobs = build_jobs(store, prepared, emit, holds)
+            if options.cache_from or options.cache_to:
+                from plash.engine.cache import Cache, cached_jobs, run_cached
+
+                cache = Cache(options.cache_from, options.cache_to, options.no_cache)
+                jobs = cached_jobs(store, [prepared], jobs, cache, emit)
+                results = run(run_cached, store, jobs, config.limits(), False, cache, emit, emit=emit)
+            else:
+                results = run(run_dag, jobs, config.limits(), emit=emit)
+        finally:
+            holds.close()
     finally:
-        holds.close()
+        launcher.drop_early()
     image: int = results[prepared.final_key]
     return image

@@ -18,6 +18,7 @@ import sys
 
 import trio
 
+from plash.engine.launcher import launcher
 from plash.errors import PlashError
 
 TYPE_CHECKING = False
@@ -25,17 +26,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from plash.store.staging import Staging
-
-
-# `python -m plash.launch` without the site module (2 ms a child), given this process's
-# import path instead: plash, and the decompressors the launcher's unpacker imports.
-_BOOT = (f"import sys; sys.path += [p for p in {[p for p in sys.path if os.path.isabs(p)]!r} if p not in sys.path]; "
-         "import runpy; runpy.run_module('plash.launch', run_name='__main__', alter_sys=True)")
-
-
-def launcher(*args: str) -> list[str]:
-    """A launcher child's command line; it dies with this process (see plash.launch)."""
-    return [sys.executable, "-S", "-c", _BOOT, "--parent", str(os.getpid()), *args]
 
 
 async def _kill_group(proc: trio.Process) -> None:

@@ -199,6 +199,12 @@ class Prepared:
         return self.base_id is not None and all(i is not None for i in self.ids)
 
     @property
+    def runs_steps(self) -> bool:
+        """Whether building it runs a build step (a layer with a shell that is not cached, or above one)."""
+        missing = self.ids.index(None) if None in self.ids else (0 if self.base_id is None else len(self.ids))
+        return any(layer.shell.strip() for layer in self.layers[missing:])
+
+    @property
     def final_id(self) -> int | None:
         return self.ids[-1] if self.ids else self.base_id
 

@@ -11,8 +11,9 @@ import trio
 
 from plash import testhook
 from plash.engine import stepservers
-from plash.engine.children import launcher, run_child
+from plash.engine.children import run_child
 from plash.engine.events import Event, Kind, note
+from plash.engine.launcher import launcher
 from plash.engine.layers import LayerSpec, make_layer
 from plash.engine.scheduler import Job
 from plash.errors import NoImage, PlashError

@@ -21,7 +21,8 @@ import sys
 
 import trio
 
-from plash.engine.children import launcher, read_lines
+from plash.engine import launcher
+from plash.engine.children import read_lines
 from plash.errors import PlashError
 
 TYPE_CHECKING = False
@@ -34,23 +35,23 @@ KILL_GRACE = 5.0  # seconds a server has to confirm it killed a cancelled step
 class StepServer:
     """One server: its process and the engine's end of its socket."""
 
-    def __init__(self, proc: trio.Process, sock: trio.socket.SocketType) -> None:
-        self.proc, self.sock = proc, sock
+    def __init__(self, proc: subprocess.Popen[bytes], sock: socket.socket) -> None:
+        self.proc, self.sock = proc, trio.socket.from_stdlib_socket(sock)
         self.broken = False
 
     @classmethod
-    async def start(cls) -> StepServer:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    def start(cls) -> StepServer:
+        """A new server, or the one the build started before trio loaded (plash.engine.launcher)."""
+        return cls(*(launcher.early.pop() if launcher.early else launcher.spawn_server()))
+
+    async def wait(self) -> None:
+        """Until the server's process has ended (reaped)."""
+        pidfd = os.pidfd_open(self.proc.pid)
         try:
-            proc = await trio.lowlevel.open_process(
-                launcher("serve", str(theirs.fileno())), stdin=subprocess.DEVNULL, stdout=sys.stderr.fileno(),
-                pass_fds=(theirs.fileno(),), start_new_session=True)
-        except BaseException:
-            ours.close()
-            raise
+            await trio.lowlevel.wait_readable(pidfd)
         finally:
-            theirs.close()
-        return cls(proc, trio.socket.from_stdlib_socket(ours))
+            os.close(pidfd)
+        self.proc.wait()
 
     async def run(self, spec_file: str, out: int) -> int:
         """Run the step of spec_file, its output going to the descriptor out; return its exit status."""
@@ -99,7 +100,7 @@ class Pool:
     async def server(self) -> AsyncIterator[StepServer]:
         server = self.idle.pop() if self.idle else None
         if server is None:
-            server = await StepServer.start()
+            server = StepServer.start()
             self.every.append(server)
         try:
             yield server
@@ -113,9 +114,10 @@ class Pool:
             for server in self.every:
                 server.sock.close()
             for server in self.every:
-                await server.proc.wait()
+                await server.wait()
         self.every.clear()
         self.idle.clear()
+        launcher.drop_early()  # started for this run, and not needed after all
 
 
 _pool: trio.lowlevel.RunVar[Pool] = trio.lowlevel.RunVar("plash_step_servers")

@@ -39,28 +39,35 @@ def warm(store: Store, files: list[str], parallel: int, keep_going: bool,
     todo = [p for p in plans.values() if isinstance(p, Prepared) and not p.complete]
     results: dict[str, Any] = {}
     if todo:
-        # trio and the engine are loaded only now: a fully cached warm does without them (start-up speed)
-        from plash.engine.locks import Holds
-        from plash.engine.scheduler import run, run_dag
-        from plash.engine.steps import build_jobs
+        from plash.engine import launcher
 
-        emit = make_emit()
-        holds = Holds(store)
-        dag: dict[str, Job] = {}
-        for p in todo:
-            for key, job in build_jobs(store, p, emit, holds).items():
-                dag.setdefault(key, job)  # the same key is the same work: keep one job
+        if any(p.runs_steps for p in todo):
+            launcher.prestart()  # its start overlaps trio's import (plash.engine.launcher)
         try:
-            if options.cache_from or options.cache_to:
-                from plash.engine.cache import Cache, cached_jobs, run_cached
+            # trio and the engine are loaded only now: a fully cached warm does without them (start-up speed)
+            from plash.engine.locks import Holds
+            from plash.engine.scheduler import run, run_dag
+            from plash.engine.steps import build_jobs
 
-                cache = Cache(options.cache_from, options.cache_to, options.no_cache)
-                dag = cached_jobs(store, todo, dag, cache, emit)
-                results = run(run_cached, store, dag, config.limits(parallel), keep_going, cache, emit, emit=emit)
-            else:
-                results = run(run_dag, dag, config.limits(parallel), keep_going, emit=emit)
+            emit = make_emit()
+            holds = Holds(store)
+            try:
+                dag: dict[str, Job] = {}
+                for p in todo:
+                    for key, job in build_jobs(store, p, emit, holds).items():
+                        dag.setdefault(key, job)  # the same key is the same work: keep one job
+                if options.cache_from or options.cache_to:
+                    from plash.engine.cache import Cache, cached_jobs, run_cached
+
+                    cache = Cache(options.cache_from, options.cache_to, options.no_cache)
+                    dag = cached_jobs(store, todo, dag, cache, emit)
+                    results = run(run_cached, store, dag, config.limits(parallel), keep_going, cache, emit, emit=emit)
+                else:
+                    results = run(run_dag, dag, config.limits(parallel), keep_going, emit=emit)
+            finally:
+                holds.close()
         finally:
-            holds.close()
+            launcher.drop_early()
     out: list[tuple[str, int | PlashError]] = []
     for f, plan in plans.items():
         if isinstance(plan, PlashError):

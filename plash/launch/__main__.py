@@ -121,8 +121,13 @@ def _report_to(fd: int, message: str, hint: str | None) -> bool:
     return True
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """Run main on this process's arguments and exit (how the engine starts a launcher child)."""
     code = main(sys.argv[1:])
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)  # not sys.exit: an unpacker's reader thread may still be blocked on stdin
+
+
+if __name__ == "__main__":
+    entry()

@@ -100,6 +100,14 @@ def _step_child(path: str, out: int, server: int) -> None:
         os._exit(code)
 
 
+def _preload() -> None:
+    """Import once, here, what every step imports: a forked child's imports die with it."""
+    import json  # noqa: F401  (StepSpec.read)
+
+    from plash.launch import container, run  # noqa: F401
+    from plash.store import staging  # noqa: F401
+
+
 def _status(status: int) -> int:
     code = os.waitstatus_to_exitcode(status)
     return code if code >= 0 else 128 - code
@@ -118,6 +126,7 @@ def serve(fd: int, engine: int) -> None:
 
         sock.send(b"error " + json.dumps({"message": e.message, "hint": e.hint}).encode())
         return
+    _preload()
     sys.stdout.flush()
     sys.stderr.flush()
     me = os.getpid()

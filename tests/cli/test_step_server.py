@@ -65,3 +65,17 @@ def test_step_output_and_exit_status_come_through_the_server(plash: Plash, image
     r = plash("build", "--from", image, "--run", "kill -9 $$")
     assert r.returncode == 1
     assert r.stderr.splitlines()[-1] == "plash error: build failed at argument 3 (exit 137)", r.stderr
+
+
+def test_modules_in_the_current_directory_are_never_imported(plash: Plash, image: str) -> None:
+    """A launcher child (`python -c`) and `plash b run`'s fresh process would put the current directory first."""
+    where = plash.work / "hostile-dir"
+    hijack = "import sys; sys.stderr.write('HIJACKED\\n'); sys.exit(99)\n"
+    for name in ("socket.py", "json.py", "select.py", "plash/__init__.py", "plash/launch/__init__.py"):
+        r = plash.sh(["sh", "-c", f"mkdir -p $(dirname {where / name}) && cat > {where / name}"], input=hijack)
+        assert r.returncode == 0, r.stderr
+    r = plash.sh([PLASH, "build", "--no-cache", "--from", image, "--run", "echo fine"], cwd=where)
+    assert r.returncode == 0 and "HIJACKED" not in r.stderr, r.stderr
+    r = plash.sh([PLASH, "b", "run", "--from", image, "--run", "echo step", "--", "echo", "ran"], cwd=where)
+    assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
+    assert "HIJACKED" not in r.stderr

@@ -23,7 +23,8 @@ from hashlib import sha256  # OpenSSL: 6x the speed of the built-in module hashp
 
 import trio
 
-from plash.engine.children import launcher, run_child
+from plash.engine.children import run_child
+from plash.engine.launcher import launcher
 from plash.engine.layers import Download
 from plash.engine.push.deflate import ParallelGzip
 from plash.engine.scheduler import first_error, limit
