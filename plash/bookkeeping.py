@@ -59,6 +59,11 @@ def clean() -> list[str]:
             rmtree_anywhere(d)
         except (OSError, PlashError):
             removed.append(f"(could not delete all of {os.path.relpath(d, s.path)} yet; run clean again)")
+    from plash.store import execmemo
+
+    memos = execmemo.prune(s)
+    if memos:
+        removed.append(f"{memos} stale build memo(s) ({execmemo.MEMO_DIR}/)")
     return removed
 
 

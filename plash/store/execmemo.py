@@ -33,7 +33,7 @@ import time
 from plash.errors import NoImage
 from plash.store.layout import Store
 
-VERSION = "plash-memo 1"
+VERSION = "plash-memo 2"
 SETTLE_NS = 2_000_000_000
 MEMO_DIR = "memo"
 
@@ -121,29 +121,104 @@ class Snapshot:
         return self.taken - max(st.st_mtime_ns, st.st_ctime_ns) >= settle
 
 
+def _read(store: Store, name: str) -> tuple[list[str], int]:
+    """A memo's identity lines and image, if its code state and keys still hold (ValueError if not)."""
+    with open(os.path.join(store.path, MEMO_DIR, name), encoding="utf-8", errors="surrogateescape") as f:
+        lines = f.read().split("\n")
+    if lines[0] != VERSION:
+        raise ValueError("another version")
+    n = int(lines[1])
+    if lines[n + 2] != _code_state():
+        raise ValueError("other code")
+    image = int(lines[n + 3])
+    for line in lines[n + 4:]:
+        if line:
+            key, _, want = line.partition(" ")
+            if os.path.basename(os.readlink(os.path.join(store.keys, key))) != want:
+                raise ValueError("a key names another image")
+    store.image_dir(image)
+    return lines[2:n + 2], image
+
+
 def lookup(store: Store, name: str, identity: list[str]) -> int | None:
     """The image recorded under name for identity, if every check above still holds; else None."""
     try:
-        with open(os.path.join(store.path, MEMO_DIR, name), encoding="utf-8", errors="surrogateescape") as f:
-            lines = f.read().split("\n")
-        n = len(identity)
-        if lines[0] != VERSION or lines[1:n + 1] != identity or lines[n + 1] != _code_state():
-            return None
-        image = int(lines[n + 2])
-        for line in lines[n + 3:]:
-            if line:
-                key, _, want = line.partition(" ")
-                if os.path.basename(os.readlink(os.path.join(store.keys, key))) != want:
-                    return None
-        store.image_dir(image)
+        found, image = _read(store, name)
     except (OSError, ValueError, IndexError, NoImage):
         return None
-    return image
+    return image if found == identity else None
+
+
+def prune(store: Store) -> int:
+    """Delete the memos that can never answer again (plash clean); return how many.
+
+    Those are: a memo of another version or plash code, one whose image or a key
+    of it has changed, a build file's memo once the file is gone or changed, a
+    command line's once its directory is gone, and the temp file of a writer
+    that is gone.
+    """
+    memo = os.path.join(store.path, MEMO_DIR)
+    try:
+        names = os.listdir(memo)
+    except OSError:
+        return 0
+    gone = 0
+    for name in names:
+        if name.startswith("."):  # .NAME.PID: a record's temp file
+            stale = not _alive(name.rpartition(".")[2])
+        else:
+            try:
+                identity, _ = _read(store, name)
+                stale = not _still(name, identity)
+            except (OSError, ValueError, IndexError, NoImage):
+                stale = True
+        if stale:
+            try:
+                os.unlink(os.path.join(memo, name))
+                gone += 1
+            except FileNotFoundError:
+                pass
+    return gone
+
+
+def _still(name: str, identity: list[str]) -> bool:
+    """Whether a memo's file (or a command line's directory) is still there as it was."""
+    path = _unescaped(identity[0])
+    if name.startswith("argv-"):
+        return os.path.isdir(path)
+    try:
+        return for_file(path) == (name, identity)
+    except OSError:
+        return False
+
+
+def _unescaped(x: str) -> str:
+    """The line _escaped made of x, as it was."""
+    out, i = [], 0
+    while i < len(x):
+        if x[i] == "\\" and i + 1 < len(x):
+            out.append("\n" if x[i + 1] == "n" else x[i + 1])
+            i += 2
+        else:
+            out.append(x[i])
+            i += 1
+    return "".join(out)
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def record(store: Store, name: str, identity: list[str], image: int, keys: list[tuple[str, int]]) -> None:
     """Remember image under name for identity, valid while each (key, id) of keys still holds."""
-    text = "\n".join([VERSION, *identity, _code_state(), str(image), *(f"{k} {i}" for k, i in keys)]) + "\n"
+    text = "\n".join([VERSION, str(len(identity)), *identity, _code_state(), str(image),
+                      *(f"{k} {i}" for k, i in keys)]) + "\n"
     memo = os.path.join(store.path, MEMO_DIR)
     tmp = os.path.join(memo, f".{name}.{os.getpid()}")
     try:

@@ -146,3 +146,30 @@ def test_a_command_line_built_again_is_answered_from_its_memo(plash: Plash, imag
     plash.ok("rm", again)
     made = plash.ok("build", "--from", image, "--run", step)
     assert made not in (first, again)
+
+
+def test_clean_drops_the_memos_that_can_never_answer_again(plash: Plash, image: str) -> None:
+    files = {name: plash.work / name for name in ("keep", "deleted", "unbuilt")}
+    for name, exe in files.items():
+        write(plash, exe, f"--from {image}\n--run\necho {name} > /b\n--layer\n--entrypoint cat /b\n")
+        assert run(plash, exe) == f"{name}\n"
+    kept_line = plash.ok("build", "--from", image, "--run", "echo keep > /b")  # the same layer as keep's
+    memo_of = {name: f"{exe.stat().st_dev}-{exe.stat().st_ino}" for name, exe in files.items()}
+    argv_memos = [m for m in memos(plash) if m.startswith("argv-")]
+    assert len(argv_memos) == 1
+    plash.sh(["rm", str(files["deleted"])])
+    plash.ok("rm", plash.ok("build", "--from", image, "--run", "echo unbuilt > /b"))  # unbuilt's lower layer
+    (plash.work / "gone-dir").mkdir()
+    plash.ok("build", "--from", image, "--run", "echo keep > /b", cwd=plash.work / "gone-dir")
+    plash.sh(["rmdir", str(plash.work / "gone-dir")])
+    r = plash.sh(["sh", "-c", f"echo half > {plash.store}/memo/.argv-0.999999999"])  # a writer killed midway
+    assert r.returncode == 0, r.stderr
+    assert len(memos(plash)) == 7  # three files, three command lines, the temp file
+    r = plash.sh([PLASH, "clean"])
+    assert r.returncode == 0, r.stderr
+    assert "removed 5 stale build memo(s) (memo/)" in r.stderr, r.stderr
+    assert sorted(memos(plash)) == sorted([memo_of["keep"], *argv_memos])
+    assert run(plash, files["keep"]) == "keep\n"
+    assert plash.ok("build", "--from", image, "--run", "echo keep > /b") == kept_line
+    r = plash.sh([PLASH, "clean"])
+    assert "memo" not in r.stderr, r.stderr
