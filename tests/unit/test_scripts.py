@@ -59,3 +59,23 @@ def test_the_installed_commands_start_without_site() -> None:
     for name in scripts.NAMES:
         first = (Path(sys.executable).parent / name).read_text().split("\n", 1)[0]
         assert first.endswith(" -S"), (name, first)
+
+
+def test_a_venv_script_starts_the_base_interpreter_and_imports_the_same_files(tmp_path: Path) -> None:
+    python = scripts.interpreter()
+    if sys.prefix != sys.base_prefix:  # the tests run in a venv (.ci/run's): its python reads pyvenv.cfg
+        assert python == getattr(sys, "_base_executable", sys.executable) != sys.executable
+    script = tmp_path / "tool"
+    script.write_text(f"#!{sys.executable}\nimport sys, json\nimport plash, trio, zlib_ng\n"
+                      "print(json.dumps([sys.executable, plash.__file__, trio.__file__, zlib_ng.__file__]))\n")
+    script.chmod(0o755)
+    assert scripts.rewrite(str(script), scripts.site_dirs(sys.executable), python)
+    assert script.read_text().startswith(f"#!{python} -S\n")
+    r = subprocess.run([str(script)], capture_output=True, text=True, cwd="/")
+    assert r.returncode == 0, r.stderr
+    import trio
+    import zlib_ng
+
+    import plash
+
+    assert json.loads(r.stdout) == [python, plash.__file__, trio.__file__, zlib_ng.__file__]
