@@ -55,6 +55,7 @@ def main() -> int:
     ap.add_argument("--plash", default=os.path.join(os.path.dirname(sys.executable), "plash"))
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="plash-bench-cache-", dir="/var/tmp")
+    os.chdir(work)  # commands run here: an older plash's launchers imported from the current directory
     reg = None
     try:
         rootfs = debian_tar(args.rootfs, work)

@@ -187,6 +187,7 @@ def main() -> int:
     args = ap.parse_args()
     args.only = set(args.only.split(","))
     work = tempfile.mkdtemp(prefix="plash-bench-fetch-", dir="/var/tmp")
+    os.chdir(work)  # commands run here: an older plash's launchers imported from the current directory
     os.chmod(work, 0o755)
     runroot = tempfile.mkdtemp(prefix="pr", dir="/tmp")  # podman's run dirs: their path may not be long
     if os.getuid() and not os.environ.get("XDG_RUNTIME_DIR"):  # (runuser sets none) skopeo's and podman's run dir

@@ -85,6 +85,7 @@ def main() -> int:
     ap.add_argument("--before", help="another plash command (an older version, say) to measure beside --plash")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="plash-bench-memory-", dir="/var/tmp")
+    os.chdir(work)  # commands run here: an older plash's launchers imported from the current directory
     runroot = tempfile.mkdtemp(prefix="pr", dir="/tmp")  # podman's: its path may not be long
     podman = ["podman", "--runtime", "runc", "--cgroup-manager", "cgroupfs", "--events-backend", "file",
               "--root", f"{work}/podman", "--runroot", runroot]

@@ -100,6 +100,7 @@ def main() -> int:
         ap.error("-n must be at least 1")
     plash = find_plash(args.plash)
     tmp = tempfile.mkdtemp(prefix="plash-bench-")
+    os.chdir(tmp)  # commands run here: an older plash's launchers imported from the current directory
     penv = dict(os.environ, PLASH_DATA=os.path.join(tmp, "store"))
     try:
         rootfs, tarball = os.path.join(tmp, "rootfs"), os.path.join(tmp, "rootfs.tar.gz")

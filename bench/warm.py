@@ -56,6 +56,7 @@ def main() -> int:
     ap.add_argument("--plash", default=os.path.join(os.path.dirname(sys.executable), "plash"))
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="plash-bench-warm-"))
+    os.chdir(work)  # commands run here: an older plash's launchers imported from the current directory
     try:
         tgz = work / "rootfs.tgz"
         with open(tgz, "wb") as f:
