@@ -226,12 +226,16 @@ def use_scratch(spec: ContainerSpec) -> None:
 def supervise(engine: int, root: str, staging: Staging | None, scratch: bool = False) -> None:
     """Fork: the child returns (to exec the command); this process waits and exits as it does.
 
-    If the engine process dies first (say, SIGKILL), it kills the process
-    group, which is the step's session: the command and all it started.
-    After a successful command it also finishes the staging dir (unmount,
-    residue and work dir gone), which spares the engine a process; with
-    scratch, it first copies the changes from the tmpfs into the staging dir.
+    The command gets a process group of its own. When it has ended, what it
+    left running in that group (a daemon it started) is killed, so nothing
+    goes on writing into a layer about to be published. If the engine
+    process dies first (say, SIGKILL), both groups are killed: the command
+    and all it started. After a successful command it also finishes the
+    staging dir (unmount, residue and work dir gone), which spares the
+    engine a process; with scratch, it first copies the changes from the
+    tmpfs into the staging dir.
     """
+    import contextlib  # here, not at the top: plash run imports this module and never supervises
     import select
     import signal
 
@@ -243,7 +247,10 @@ def supervise(engine: int, root: str, staging: Staging | None, scratch: bool = F
     pid = os.fork()
     if pid == 0:
         os.close(watch)
+        os.setpgid(0, 0)
         return
+    with contextlib.suppress(OSError):  # EACCES: it has exec'd, after its own setpgid
+        os.setpgid(pid, pid)  # here too, so that it holds before either side goes on
     child = os.pidfd_open(pid)
     poller = select.poll()
     poller.register(watch, select.POLLIN)
@@ -253,7 +260,9 @@ def supervise(engine: int, root: str, staging: Staging | None, scratch: bool = F
         if child in ready:
             break
         if watch in ready:
+            _kill_group(pid)
             os.killpg(0, signal.SIGKILL)
+    _kill_group(pid)  # what the command left running (the group outlives its leader while used)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code == 0 and staging and scratch:
@@ -272,6 +281,14 @@ def supervise(engine: int, root: str, staging: Staging | None, scratch: bool = F
         except OSError:
             pass  # the engine sees the work dir still there and finishes it itself
     os._exit(code if code >= 0 else 128 - code)
+
+
+def _kill_group(pgid: int) -> None:
+    import contextlib
+    import signal
+
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def copy_scratch(staging: Staging) -> None:

@@ -175,8 +175,21 @@ def serve(fd: int, engine: int) -> None:
 
 
 def _kill(child: int) -> None:
-    """Kill a step's session (its pid is its session's); before its setsid(), the child alone."""
+    """Kill a step's whole session (its pid is its session's): the supervisor's group and the command's.
+
+    Before the child's setsid(), the child alone.
+    """
     try:
         os.killpg(child, signal.SIGKILL)
     except ProcessLookupError:
         os.kill(child, signal.SIGKILL)  # a zombie until reaped: never ESRCH
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                data = f.read()
+            if int(data[data.rindex(b")") + 2:].split()[3]) == child:  # after "pid (comm) ": state ppid pgrp session
+                os.kill(int(name), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile, or not ours

@@ -8,6 +8,7 @@ and writes it into its layer, so the test sees which server ran each step.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from conftest import PLASH, Plash
@@ -79,3 +80,27 @@ def test_modules_in_the_current_directory_are_never_imported(plash: Plash, image
     r = plash.sh([PLASH, "b", "run", "--from", image, "--run", "echo step", "--", "echo", "ran"], cwd=where)
     assert (r.returncode, r.stdout) == (0, "ran\n"), r.stderr
     assert "HIJACKED" not in r.stderr
+
+
+def processes_with(argv: list[str]) -> list[int]:
+    want = b"\0".join(a.encode() for a in argv) + b"\0"
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                if Path(f"/proc/{name}/cmdline").read_bytes() == want:
+                    found.append(int(name))
+            except OSError:
+                continue
+    return found
+
+
+def test_what_a_step_leaves_running_is_killed_when_it_ends(plash: Plash, image: str) -> None:
+    """A daemon started by a step would go on writing into a layer already published (and live on)."""
+    seconds = f"{900000 + os.getpid() % 1000}{len(str(plash.work))}"  # this test's own, among suites run at once
+    r = plash("build", "--no-cache", "--from", image, "--run", f"sleep {seconds} >/dev/null 2>&1 & echo started")
+    assert r.returncode == 0, r.stderr
+    deadline = time.monotonic() + 10
+    while processes_with(["sleep", seconds]) and time.monotonic() < deadline:
+        time.sleep(0.05)  # SIGKILL was sent before the build ended: waiting for the kernel to end it
+    assert processes_with(["sleep", seconds]) == [], "a step's daemon outlived its step"
