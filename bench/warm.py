@@ -7,7 +7,8 @@ heavy part they have in common, say their packages), then its own layer
 (`sleep O`, say its script and settings). The longest single chain is
 measured: one `plash build` of one executable, alone, on the same base.
 With -j 4 the 8 own layers need two waves, so the best warm can do is
-S + 2*O; with --own-seconds as large as S that is 1.5x the chain.
+S + 2*O; with --own-seconds as large as S that is 1.5x the chain. With
+-j 8 they run in one wave: the best is the chain itself.
 Prints wall times, ratios and peak memory (max RSS of a plash process).
 """
 
@@ -63,7 +64,7 @@ def main() -> int:
             rootfs.busybox_tar(f, "gz")
         s, own = args.step_seconds, args.own_seconds
         results: dict[str, tuple[float, int]] = {}
-        for variant in ("one chain alone", "warm -j 4", "serial plash build", f"{N} concurrent plash build"):
+        for variant in ("one chain alone", "warm -j 4", "warm -j 8", "serial plash build", f"{N} concurrent plash build"):
             store = work / f"store-{len(results)}"
             env = dict(os.environ, PLASH_DATA=str(store))
             files = []
@@ -77,7 +78,7 @@ def main() -> int:
             if variant == "one chain alone":
                 results[variant] = run([[args.plash, "build", "--eval-file", files[0]]], env, parallel=False)
             elif variant.startswith("warm"):
-                results[variant] = run([[args.plash, "warm", "-j", "4", *files]], env, parallel=False)
+                results[variant] = run([[args.plash, "warm", "-j", variant.split()[-1], *files]], env, parallel=False)
             else:
                 cmds = [[args.plash, "build", "--eval-file", f] for f in files]
                 results[variant] = run(cmds, env, parallel=not variant.startswith("serial"))
@@ -86,8 +87,9 @@ def main() -> int:
         for k, (t, rss) in results.items():
             print(f"{k:<28} {t:7.2f} s   peak RSS {rss / 1024:6.1f} MB")
         warm_t = results["warm -j 4"][0]
-        print(f"warm / longest chain = {warm_t / chain:.2f}x (target <= 1.3x; "
+        print(f"warm -j 4 / longest chain = {warm_t / chain:.2f}x (target <= 1.1x; "
               f"two waves of own steps at -j 4 bound it below by {(s + 2 * own) / (s + own):.2f}x)")
+        print(f"warm -j 8 / longest chain = {results['warm -j 8'][0] / chain:.2f}x (target <= 1.1x; the floor is 1.0x)")
         print(f"warm / serial = {warm_t / results['serial plash build'][0]:.2f}x")
         print(f"warm / concurrent = {warm_t / results[f'{N} concurrent plash build'][0]:.2f}x")
         print(f"(this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.1f} MB)")

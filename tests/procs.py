@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from plash.launch.steps import proc_stat
+
 
 def run_group(argv: list[str], timeout: float = 60, stdin: bytes | None = None, hold_stdin: bool = False,
               cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -41,15 +43,8 @@ def descendants(pid: int) -> list[int]:
     """Every live process below pid, parents before their children (from /proc, not a machine-wide pgrep)."""
     kids: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-        except OSError:  # gone meanwhile
-            continue
-        fields = data[data.rindex(b")") + 2:].split()  # after "pid (comm) ": the comm may hold spaces
-        if fields[0] not in (b"Z", b"X"):
+        fields = proc_stat(name) if name.isdigit() else None  # None: gone meanwhile
+        if fields and fields[0] not in (b"Z", b"X"):
             kids.setdefault(int(fields[1]), []).append(int(name))
     out, todo = [], [pid]
     while todo:

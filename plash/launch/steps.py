@@ -184,12 +184,19 @@ def _kill(child: int) -> None:
     except ProcessLookupError:
         os.kill(child, signal.SIGKILL)  # a zombie until reaped: never ESRCH
     for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                data = f.read()
-            if int(data[data.rindex(b")") + 2:].split()[3]) == child:  # after "pid (comm) ": state ppid pgrp session
+        fields = proc_stat(name) if name.isdigit() else None
+        if fields and fields[3] == str(child).encode():  # state ppid pgrp session
+            try:
                 os.kill(int(name), signal.SIGKILL)
-        except (OSError, ValueError, IndexError):
-            continue  # gone meanwhile, or not ours
+            except OSError:
+                continue  # gone meanwhile
+
+
+def proc_stat(pid: str) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after "pid (comm) " (the comm may hold spaces); None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    return data[data.rindex(b")") + 2:].split()
