@@ -145,6 +145,9 @@ async def run_step(store: Store, layer: Layer, what: str, emit: Emit, staging: S
         try:
             code = await stepservers.run_step(staging.step_file,
                                               lambda line: emit(Event(Kind.STEP_OUTPUT, what, text=line)))
+        except PlashError:  # the step could not start (its server could not enter the namespaces)
+            emit(Event(Kind.STEP_DONE, what, done=1, text="failed"))
+            raise
         except BaseException:
             # stopped (Ctrl-C, or another job of the run failed): not a failure of its own
             emit(Event(Kind.STEP_DONE, what, done=-1, text="cancelled"))

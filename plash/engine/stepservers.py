@@ -56,9 +56,13 @@ class StepServer:
     async def run(self, spec_file: str, out: int) -> int:
         """Run the step of spec_file, its output going to the descriptor out; return its exit status."""
         try:
-            await self.sock.sendmsg([b"step " + os.fsencode(spec_file)],
-                                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [out]))])
-            reply = await self.sock.recv(1 << 16)
+            with contextlib.suppress(OSError):  # the server is gone (it could not start): its last words are still to be read
+                await self.sock.sendmsg([b"step " + os.fsencode(spec_file)],
+                                        [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [out]))])
+            try:
+                reply = await self.sock.recv(1 << 16)
+            except OSError:
+                reply = b""
         except BaseException:
             with trio.CancelScope(shield=True):
                 await self._stop_step()

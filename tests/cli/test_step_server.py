@@ -104,3 +104,16 @@ def test_what_a_step_leaves_running_is_killed_when_it_ends(plash: Plash, image: 
     while processes_with(["sleep", seconds]) and time.monotonic() < deadline:
         time.sleep(0.05)  # SIGKILL was sent before the build ended: waiting for the kernel to end it
     assert processes_with(["sleep", seconds]) == [], "a step's daemon outlived its step"
+
+
+def test_a_server_that_cannot_enter_the_namespaces_gives_one_error_and_leaves_the_store(plash: Plash,
+                                                                                         image: str) -> None:
+    """Inside a user namespace whose limit of nested ones is 0, as its root without capabilities."""
+    no_userns = ("echo 0 > /proc/sys/user/max_user_namespaces && "
+                 'exec setpriv --bounding-set=-all --inh-caps=-all "$@"')
+    r = plash.sh(["unshare", "-r", "sh", "-c", no_userns, "sh", PLASH, "build", "--from", image, "--run", "true"])
+    assert r.returncode == 1, r.stderr
+    errors = [line for line in r.stderr.splitlines() if line.startswith("plash error:")]
+    assert errors == ["plash error: cannot create a namespace: unshare: No space left on device"], r.stderr
+    assert "hint: the limit of user namespaces is reached" in r.stderr
+    assert os.listdir(plash.store / "tmp") == []
