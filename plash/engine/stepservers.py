@@ -29,7 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-KILL_GRACE = 5.0  # seconds a server has to confirm it killed a cancelled step
+KILL_GRACE = 5.0  # seconds a server has to confirm it killed a cancelled step, or to end once told to
 
 
 class StepServer:
@@ -55,17 +55,20 @@ class StepServer:
 
     async def run(self, spec_file: str, out: int) -> int:
         """Run the step of spec_file, its output going to the descriptor out; return its exit status."""
+        sent = False
         try:
             with contextlib.suppress(OSError):  # the server is gone (it could not start): its last words are still to be read
                 await self.sock.sendmsg([b"step " + os.fsencode(spec_file)],
                                         [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [out]))])
+            sent = True
             try:
                 reply = await self.sock.recv(1 << 16)
             except OSError:
                 reply = b""
         except BaseException:
-            with trio.CancelScope(shield=True):
-                await self._stop_step()
+            if sent:  # cancelled while the step runs (cancelled before: the server was told nothing)
+                with trio.CancelScope(shield=True):
+                    await self._stop_step()
             raise
         return self._exit_status(reply)
 
@@ -118,7 +121,11 @@ class Pool:
             for server in self.every:
                 server.sock.close()
             for server in self.every:
-                await server.wait()
+                with trio.move_on_after(KILL_GRACE) as waited:
+                    await server.wait()
+                if waited.cancelled_caught:  # stuck (a step in uninterruptible sleep?): killed, its steps with it
+                    server.kill()
+                    await server.wait()
         self.every.clear()
         self.idle.clear()
         launcher.drop_early()  # started for this run, and not needed after all

@@ -108,6 +108,15 @@ def _preload() -> None:
     from plash.store import staging  # noqa: F401
 
 
+def _say(sock: socket.socket, msg: bytes) -> bool:
+    """Send the engine one message; False if it is gone."""
+    try:
+        sock.send(msg)
+    except OSError:
+        return False
+    return True
+
+
 def _status(status: int) -> int:
     code = os.waitstatus_to_exitcode(status)
     return code if code >= 0 else 128 - code
@@ -124,7 +133,7 @@ def serve(fd: int, engine: int) -> None:
     except PlashError as e:
         import json
 
-        sock.send(b"error " + json.dumps({"message": e.message, "hint": e.hint}).encode())
+        _say(sock, b"error " + json.dumps({"message": e.message, "hint": e.hint}).encode())
         return
     _preload()
     sys.stdout.flush()
@@ -144,7 +153,8 @@ def serve(fd: int, engine: int) -> None:
             poller.unregister(child_fd)
             os.close(child_fd)
             child = child_fd = -1
-            sock.send(b"exit %d" % _status(status))
+            if not _say(sock, b"exit %d" % _status(status)):
+                break  # the engine is gone
         if sock.fileno() not in ready:
             continue
         msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 1)
@@ -157,7 +167,8 @@ def serve(fd: int, engine: int) -> None:
         if not msg.startswith(b"step ") or len(fds) != 1 or child > 0:
             for f in fds:
                 os.close(f)
-            sock.send(b"exit 1")
+            if not _say(sock, b"exit 1"):
+                break
             continue
         path = os.fsdecode(msg[5:])
         pid = os.fork()
