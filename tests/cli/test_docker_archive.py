@@ -9,10 +9,10 @@ import io
 import json
 import posixpath
 import random
+import secrets
 import shutil
 import subprocess
 import tarfile
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,7 +63,10 @@ def flip_in_file(data: bytes, needle: str) -> bytes:
 def archives():
     need(shutil.which("skopeo") is not None, "skopeo is not installed")
     need(shutil.which("podman") is not None, "podman is not installed (apt-get install podman)")
-    work = Path(tempfile.mkdtemp(prefix="plash-archives-", dir="/tmp"))
+    # podman pull names the image after the layout's path, so no "_" in it: mkdtemp's names may end with
+    # one, which podman calls "an invalid reference format"
+    work = Path("/tmp") / f"plash-archives-{secrets.token_hex(8)}"
+    work.mkdir()
     work.chmod(0o755)
     podman = Podman(work / "podman")
     try:
