@@ -26,9 +26,11 @@ from plash.ui import renderer_factory
 @click.option("--no-cache", "no_cache", is_flag=True,
               help="build every layer again (the new layers replace the cached ones)")
 @click.option("--pull", is_flag=True, help="look at each base image's source again; import it if it changed")
+@click.option("--no-package-cache", "no_package_cache", is_flag=True,
+              help="keep package managers off the store's download caches (plash clean --caches)")
 @click.argument("files", nargs=-1, required=True)
 def warm(parallel: int, keep_going: bool, quiet: bool, progress: str | None, cache_from: tuple[str, ...],
-         cache_to: tuple[str, ...], no_cache: bool, pull: bool, files: tuple[str, ...]) -> None:
+         cache_to: tuple[str, ...], no_cache: bool, pull: bool, no_package_cache: bool, files: tuple[str, ...]) -> None:
     """Build many build files or plash executables at once, as one DAG; print `<id> <file>` for each.
 
     Layers they share are built or downloaded once. For CI warm-up.
@@ -38,7 +40,8 @@ def warm(parallel: int, keep_going: bool, quiet: bool, progress: str | None, cac
     failed = 0
     from plash.config import BuildOptions
 
-    options = BuildOptions(quiet, list(cache_from) or None, list(cache_to) or None, no_cache, pull, progress)
+    options = BuildOptions(quiet, list(cache_from) or None, list(cache_to) or None, no_cache, pull, progress,
+                           package_cache=not no_package_cache)
     # steps of several files run side by side: each output line says whose (prefix)
     sink = renderer_factory(quiet, progress, prefix=True)
     for f, result in warm_files(actions.store(), list(files), parallel, keep_going, sink, options):

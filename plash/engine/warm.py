@@ -22,7 +22,7 @@ def warm(store: Store, files: list[str], parallel: int, keep_going: bool,
          make_emit: Callable[[], Emit], options: config.BuildOptions | None = None) -> list[tuple[str, int | PlashError]]:
     """Build every file; return (file, image id or the error) in the order given.
 
-    options: the layer caches, --no-cache and --pull (for every file).
+    options: the layer caches, --no-cache, --pull and --no-package-cache (for every file).
     """
     from plash.lang.macros import expand_file
 
@@ -31,7 +31,7 @@ def warm(store: Store, files: list[str], parallel: int, keep_going: bool,
     for f in files:
         try:
             plans[f] = prepare(store, expand_file(f), os.path.dirname(os.path.abspath(f)), options.no_cache,
-                               options.pull)
+                               options.pull, options.package_cache)
         except PlashError as e:
             if not keep_going:
                 raise

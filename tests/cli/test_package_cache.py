@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import Plash, debian_plash
+from conftest import PLASH, Plash, debian_plash
 
 BASE = ["--from-debootstrap", "bookworm"]
 
@@ -168,3 +168,19 @@ def test_two_apt_builds_at_once_share_the_cache(deb: Plash) -> None:
     for r in deb.many(runs, timeout=900):
         assert r.returncode == 0, r.stderr[-3000:]
     assert any(f.startswith("cowsay_") for f in cache_files(deb, "apt"))
+
+
+def test_warm_takes_no_package_cache_too(plash: Plash, image: str) -> None:
+    """A stand-in apk (busybox has none) reports whether apk's cache dir is bound when it runs."""
+    fake = ('printf \'#!/bin/sh\\ngrep -q " /etc/apk/cache " /proc/self/mountinfo && echo bound > /result '
+            '|| echo unbound > /result\\n\' > /bin/apk && chmod 755 /bin/apk')
+    base = plash.ok("build", "--from", image, "--run", fake)
+    exe = plash.work / "with-apk"
+    r = plash.sh(["sh", "-c", f"cat > {exe}"], input=f"--from {base}\n--apk tool\n")
+    assert r.returncode == 0, r.stderr
+    seen = []
+    for flags in ([], ["--no-cache", "--no-package-cache"], ["--no-cache"]):
+        r = plash.sh([PLASH, "warm", "-q", *flags, str(exe)])
+        assert r.returncode == 0, r.stderr
+        seen.append(plash.ok("run", r.stdout.split()[0], "cat", "/result"))
+    assert seen == ["bound", "unbound", "bound"]
