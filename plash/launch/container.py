@@ -226,7 +226,7 @@ def use_scratch(spec: ContainerSpec) -> None:
 def supervise(engine: int, root: str, staging: Staging | None, scratch: bool = False) -> None:
     """Fork: the child returns (to exec the command); this process waits and exits as it does.
 
-    The command gets a process group of its own. When it has ended, what it
+    The command gets a process group of its own (unless stdin is a terminal). When it has ended, what it
     left running in that group (a daemon it started) is killed, so nothing
     goes on writing into a layer about to be published. If the engine
     process dies first (say, SIGKILL), both groups are killed: the command
@@ -244,13 +244,18 @@ def supervise(engine: int, root: str, staging: Staging | None, scratch: bool = F
         os.killpg(0, signal.SIGKILL)
     sys.stdout.flush()
     sys.stderr.flush()
+    # not with a terminal on stdin (`plash create IMAGE sh` on a store on overlayfs): a group of
+    # its own would not be the terminal's foreground group, and reading it would stop the command
+    own_group = not os.isatty(0)
     pid = os.fork()
     if pid == 0:
         os.close(watch)
-        os.setpgid(0, 0)
+        if own_group:
+            os.setpgid(0, 0)
         return
-    with contextlib.suppress(OSError):  # EACCES: it has exec'd, after its own setpgid
-        os.setpgid(pid, pid)  # here too, so that it holds before either side goes on
+    if own_group:
+        with contextlib.suppress(OSError):  # EACCES: it has exec'd, after its own setpgid
+            os.setpgid(pid, pid)  # here too, so that it holds before either side goes on
     child = os.pidfd_open(pid)
     poller = select.poll()
     poller.register(watch, select.POLLIN)
@@ -262,7 +267,8 @@ def supervise(engine: int, root: str, staging: Staging | None, scratch: bool = F
         if watch in ready:
             _kill_group(pid)
             os.killpg(0, signal.SIGKILL)
-    _kill_group(pid)  # what the command left running (the group outlives its leader while used)
+    if own_group:
+        _kill_group(pid)  # what the command left running (the group outlives its leader while used)
     _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     if code == 0 and staging and scratch:
