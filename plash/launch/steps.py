@@ -4,26 +4,32 @@
 
 A cold layer used to cost a whole launcher (a Python start, its imports,
 the id maps: newuidmap and newgidmap for a user with subordinate ids) for
-a step of a few milliseconds. The engine now starts a server once and
-sends it the steps, one at a time, on FD, a SOCK_SEQPACKET socket (one
-message each way per request):
+a step of a few milliseconds. The engine now starts a server once per
+build and sends it every step, the ones that run at once (warm) included.
+On FD, a SOCK_SEQPACKET socket, the engine sends a step with the
+descriptors it needs (SCM_RIGHTS); the rest goes over the step's own
+socket, one end of a socketpair the engine made for it:
 
-    engine -> server   b"step " + path of a StepSpec file, with the descriptor the
-                       step's output goes to (SCM_RIGHTS)
-    server -> engine   b"exit N" when it has ended (N: its exit status, 128+S for signal S)
-                       b"error " + JSON {"message", "hint"} when the server cannot work at all
-    engine -> server   b"kill": kill the running step's whole session (cancelled)
+    engine -> server   b"step " + path of a StepSpec file, with two descriptors: where
+                       the step's output goes, and the server's end of the step's socket
+    server -> engine   b"error " + JSON {"message", "hint"} on FD, when the server cannot
+                       work at all (it cannot enter the namespaces), before it ends
+    on the step's socket:
+    server -> engine   b"exit N" when the step has ended (N: its exit status, 128+S for signal S)
+    engine -> server   b"kill": kill the step's whole session (cancelled); the engine
+                       closing its end does the same
 
 Each step is a forked child: its own session, its own mount namespace
 (made inside the server's user namespace), then plash.launch.container's
 start(), which mounts, chroots and execs the step's shell. The server ends
-when the socket is closed or the engine is gone; it kills a running step
-first, and the step's supervisor (container.supervise) kills its session
+when the socket is closed or the engine is gone; it kills its running
+steps first, and the step's supervisor (container.supervise) kills its session
 when the server is gone, so a SIGKILLed plash leaves no step running on.
 """
 
 from __future__ import annotations
 
+import array
 import os
 import select
 import signal
@@ -122,6 +128,25 @@ def _status(status: int) -> int:
     return code if code >= 0 else 128 - code
 
 
+class _Running:
+    """A step the server runs: its child, a pidfd of it, and the step's own socket to the engine."""
+
+    __slots__ = ("chan", "pid", "pidfd")
+
+    def __init__(self, chan: socket.socket, pid: int) -> None:
+        self.chan, self.pid, self.pidfd = chan, pid, os.pidfd_open(pid)
+
+
+def _receive(sock: socket.socket) -> tuple[bytes, list[int]]:
+    """A message of the engine and the descriptors it brings, closed on exec (recv_fds leaves them inheritable)."""
+    fds = array.array("i")
+    msg, ancdata, _, _ = sock.recvmsg(1 << 16, socket.CMSG_LEN(4 * fds.itemsize), socket.MSG_CMSG_CLOEXEC)
+    for level, kind, data in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+    return msg, list(fds)
+
+
 def serve(fd: int, engine: int) -> None:
     """Run steps as the engine sends them on fd, until it closes fd or ends (see the module's doc)."""
     sock = socket.socket(fileno=fd)
@@ -143,46 +168,73 @@ def serve(fd: int, engine: int) -> None:
     poller.register(sock.fileno(), select.POLLIN)
     if watch >= 0:
         poller.register(watch, select.POLLIN)
-    child = child_fd = -1
+    by_pidfd: dict[int, _Running] = {}
+    by_chan: dict[int, _Running] = {}
     while True:
         ready = {f for f, _ in poller.poll()}
+        # ended steps first, new ones last: a descriptor closed here may be reused by a new step's
+        for pidfd in ready & by_pidfd.keys():
+            step = by_pidfd.pop(pidfd)
+            _, status = os.waitpid(step.pid, 0)
+            poller.unregister(pidfd)
+            os.close(pidfd)
+            if by_chan.pop(step.chan.fileno(), None):
+                poller.unregister(step.chan)
+            _say(step.chan, b"exit %d" % _status(status))
+            step.chan.close()
+        for chan in ready & by_chan.keys():
+            step = by_chan[chan]
+            try:
+                msg = step.chan.recv(1 << 16)
+            except OSError:
+                msg = b""
+            if not msg:  # the engine let go of the step: nobody waits for it
+                poller.unregister(chan)
+                del by_chan[chan]
+            if msg in (b"kill", b""):
+                _kill(step.pid)
         if watch in ready:
-            break
-        if child_fd in ready:
-            _, status = os.waitpid(child, 0)
-            poller.unregister(child_fd)
-            os.close(child_fd)
-            child = child_fd = -1
-            if not _say(sock, b"exit %d" % _status(status)):
-                break  # the engine is gone
+            break  # the engine is gone
         if sock.fileno() not in ready:
             continue
-        msg, fds, _, _ = socket.recv_fds(sock, 1 << 16, 1)
+        msg, fds = _receive(sock)
         if not msg:
             break  # the engine closed the socket: done
-        if msg == b"kill":
-            if child > 0:
-                _kill(child)
+        if not msg.startswith(b"step ") or len(fds) != 2:
+            _refuse(fds)
             continue
-        if not msg.startswith(b"step ") or len(fds) != 1 or child > 0:
-            for f in fds:
+        step = _start(os.fsdecode(msg[5:]), fds[0], socket.socket(fileno=fds[1]), me,
+                      [sock.fileno(), watch, *by_pidfd, *(r.chan.fileno() for r in by_pidfd.values())])
+        by_pidfd[step.pidfd], by_chan[step.chan.fileno()] = step, step
+        poller.register(step.pidfd, select.POLLIN)
+        poller.register(step.chan, select.POLLIN)
+    for step in by_pidfd.values():
+        _kill(step.pid)
+    for step in by_pidfd.values():
+        os.waitpid(step.pid, 0)
+
+
+def _refuse(fds: list[int]) -> None:
+    """A message that is no step: answered on the step socket it brings, if any."""
+    for i, f in enumerate(fds):
+        if i == 1:
+            with socket.socket(fileno=f) as chan:
+                _say(chan, b"exit 1")
+        else:
+            os.close(f)
+
+
+def _start(path: str, out: int, chan: socket.socket, server: int, others: list[int]) -> _Running:
+    """Fork the child of a step; the server keeps neither its output nor the others' descriptors in it."""
+    pid = os.fork()
+    if pid == 0:
+        chan.close()
+        for f in others:
+            if f >= 0:
                 os.close(f)
-            if not _say(sock, b"exit 1"):
-                break
-            continue
-        path = os.fsdecode(msg[5:])
-        pid = os.fork()
-        if pid == 0:
-            sock.close()
-            if watch >= 0:
-                os.close(watch)
-            _step_child(path, fds[0], me)
-        os.close(fds[0])
-        child, child_fd = pid, os.pidfd_open(pid)
-        poller.register(child_fd, select.POLLIN)
-    if child > 0:
-        _kill(child)
-        os.waitpid(child, 0)
+        _step_child(path, out, server)
+    os.close(out)
+    return _Running(chan, pid)
 
 
 def _kill(child: int) -> None:

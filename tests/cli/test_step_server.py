@@ -117,3 +117,25 @@ def test_a_server_that_cannot_enter_the_namespaces_gives_one_error_and_leaves_th
     assert errors == ["plash error: cannot create a namespace: unshare: No space left on device"], r.stderr
     assert "hint: the limit of user namespaces is reached" in r.stderr
     assert os.listdir(plash.store / "tmp") == []
+
+
+def test_steps_that_run_at_once_share_one_server(plash: Plash, image: str) -> None:
+    # three own steps wait for each other (a meeting dir in the shared home), so they run at once
+    meet = plash.home / f".plash-test-meet-{os.getpid()}-{time.monotonic_ns()}"
+    assert plash.sh(["mkdir", str(meet)]).returncode == 0
+    try:
+        files = []
+        for n in range(1, 4):
+            wait = (f"touch {meet}/{n}; i=0; while [ $(ls {meet} | wc -l) -lt 3 ]; do "
+                    f"i=$((i + 1)); [ $i -lt 1200 ] || exit 9; sleep 0.05; done")
+            path = plash.work / f"exe{n}"
+            text = f"--from {image}\n--run\n{wait}\n{SERVER_PID.replace('$N', '1')}\n"
+            assert plash.sh(["sh", "-c", f"cat > {path}"], input=text).returncode == 0
+            files.append(str(path))
+        r = plash.sh([PLASH, "warm", "-j", "4", *files])
+        assert r.returncode == 0, r.stderr
+        built = dict(line.split()[::-1] for line in r.stdout.splitlines())
+        pids = {servers_of(plash, built[f], 1)[0] for f in files}
+        assert len(pids) == 1, pids
+    finally:
+        plash.sh(["rm", "-rf", str(meet)])
