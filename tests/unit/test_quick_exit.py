@@ -23,27 +23,26 @@ def test_the_exit_status_is_the_commands(words: list[str], status: int) -> None:
     assert "Traceback" not in p.stderr
 
 
-def test_atexit_callbacks_still_run_and_output_is_flushed() -> None:
-    code = ("import atexit, sys; from plash.__main__ import entry\n"
-            "atexit.register(lambda: sys.stdout.write('from atexit\\n'))\n"
-            "sys.stdout.write('unflushed ')\n"
-            "entry(['--version'])\n")
-    p = python(code)
+def version_after(prelude: str) -> subprocess.CompletedProcess[str]:
+    """`plash --version` through entry(), in a python that ran prelude first; it must succeed."""
+    p = python(f"import atexit, sys, threading\nfrom plash.__main__ import entry\n{prelude}entry(['--version'])\n")
     assert p.returncode == 0, p.stderr
+    return p
+
+
+def test_atexit_callbacks_still_run_and_output_is_flushed() -> None:
+    p = version_after("atexit.register(lambda: sys.stdout.write('from atexit\\n'))\n"
+                      "sys.stdout.write('unflushed ')\n")
     assert p.stdout.startswith("unflushed ")
     assert p.stdout.endswith("from atexit\n")
 
 
 def test_a_thread_that_is_not_a_daemon_gets_a_normal_exit() -> None:
     # the thread waits for the main thread to end, then writes: a quick exit would cut it off
-    code = ("import sys, threading; from plash.__main__ import entry\n"
-            "def late():\n"
-            "    threading.main_thread().join()\n"
-            "    sys.stdout.write('after the main thread\\n')\n"
-            "threading.Thread(target=late).start()\n"
-            "entry(['--version'])\n")
-    p = python(code)
-    assert p.returncode == 0, p.stderr
+    p = version_after("def late():\n"
+                      "    threading.main_thread().join()\n"
+                      "    sys.stdout.write('after the main thread\\n')\n"
+                      "threading.Thread(target=late).start()\n")
     assert p.stdout.endswith("after the main thread\n")
 
 
