@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import graphlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,28 @@ def test_no_private_name_is_imported_from_another_package() -> None:
                 offenders += [f"{name}: {node.module}.{a.name}" for a in node.names
                               if a.name.startswith("_") and a.name != "__version__"]
     assert offenders == []
+
+
+def test_only_the_engine_imports_httpx() -> None:
+    # plash/engine/__init__.py keeps httpx from importing its command-line client: it must run first
+    offenders = []
+    for name, path in modules().items():
+        if name == "plash.engine" or name.startswith("plash.engine."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{name}: {n}" for n in names if n == "httpx" or n.startswith("httpx.")]
+    assert offenders == []
+
+
+def test_httpx_comes_without_its_command_line_client() -> None:
+    # the engine's httpx works, and does not pull in rich, pygments or click (httpx's CLI needs them)
+    code = ("import sys; import plash.engine.fetch.http as h; import httpx; "
+            "c = h.client(); r = c.build_request('GET', 'http://127.0.0.1/'); "
+            "print(r.url, sorted(m for m in ('pygments', 'rich', 'click', 'rich.syntax') if m in sys.modules)); "
+            "httpx.main()")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent)
+    assert r.stdout.splitlines()[0] == "http://127.0.0.1/ []", r.stderr
+    assert "command line client could not run" in r.stdout  # httpx's own stub, which exits 1
+    assert r.returncode == 1
