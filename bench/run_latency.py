@@ -10,8 +10,9 @@ build of 10 layers each `--run true` (against 10 x `python3 -c pass`).
 
 Builds a busybox root file system from /bin/busybox (Debian's busybox-static),
 imports it into a throw-away store ($PLASH_DATA in a temp dir), then times each
-command N times (after 3 warm-up runs), interleaved round-robin so that machine
-noise hits all of them alike. Runs as root or as an ordinary user; stdlib only.
+command N times (after 3 warm-up runs), interleaved: every round runs each command
+once, in an order of its own, so that machine noise and the command before hit all
+alike. Runs as root or as an ordinary user; stdlib only.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import contextlib
 import json
 import math
 import os
+import random
 import shutil
 import stat
 import statistics
@@ -173,7 +175,11 @@ def main() -> int:
 
         times: dict[str, list[float]] = {name: [] for name, _, _ in cmds}
         for i in range(WARMUP + args.n):
-            for name, cmd, env in cmds:
+            # a new order every round: what runs just before a command (a cold build, a
+            # tiny unshare) changes its time by milliseconds, so no command may always follow the same one
+            order = list(cmds)
+            random.Random(i).shuffle(order)
+            for name, cmd, env in order:
                 t0 = time.perf_counter()
                 subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
