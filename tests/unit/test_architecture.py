@@ -117,8 +117,8 @@ def test_no_private_name_is_imported_from_another_package() -> None:
     assert offenders == []
 
 
-def test_only_the_engine_imports_httpx_and_trio() -> None:
-    # plash/engine/__init__.py spares their imports some costs (see there): it must run first
+def test_only_the_engine_imports_httpx() -> None:
+    # plash/engine/__init__.py keeps httpx from importing its command-line client: it must run first
     offenders = []
     for name, path in modules().items():
         if name == "plash.engine" or name.startswith("plash.engine."):
@@ -126,7 +126,7 @@ def test_only_the_engine_imports_httpx_and_trio() -> None:
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            offenders += [f"{name}: {n}" for n in names if n.split(".")[0] in ("httpx", "trio")]
+            offenders += [f"{name}: {n}" for n in names if n == "httpx" or n.startswith("httpx.")]
     assert offenders == []
 
 
@@ -140,24 +140,3 @@ def test_httpx_comes_without_its_command_line_client() -> None:
     assert r.stdout.splitlines()[0] == "http://127.0.0.1/ []", r.stderr
     assert "command line client could not run" in r.stdout  # httpx's own stub, which exits 1
     assert r.returncode == 1
-
-
-def test_trio_names_its_threads_without_running_ldconfig() -> None:
-    # plash/engine/__init__.py answers trio's find_library("pthread") at import (glibc): no child process
-    code = """
-import sys, threading
-started = []
-sys.addaudithook(lambda event, args: started.append(args[1]) if event == "subprocess.Popen" else None)
-import plash.engine, trio
-async def main():
-    def name():
-        return open(f"/proc/self/task/{threading.get_native_id()}/comm").read().strip()
-    print(await trio.to_thread.run_sync(name, abandon_on_cancel=False))
-trio.run(main)
-print(started)
-"""
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent)
-    assert r.returncode == 0, r.stderr
-    thread_name, started = r.stdout.splitlines()
-    assert thread_name.startswith("name from")  # trio's name for the worker, set through libpthread
-    assert started == "[]"
